@@ -1,0 +1,310 @@
+"""The ``circuitatlas`` admin CLI: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from circuitatlas.errors import CircuitAtlasError
+from circuitatlas.localserver import DEFAULT_HEAP, DEFAULT_PAGECACHE, LocalServer
+
+
+class CliContext:
+    """Connection options from the group; the Atlas is opened on first use and closed at exit."""
+
+    def __init__(self, ctx: click.Context, **options: Any) -> None:
+        self._ctx = ctx
+        self.options = options
+        self._atlas = None
+
+    @property
+    def server(self) -> LocalServer:
+        return LocalServer(self.options["state_dir"])
+
+    @property
+    def atlas(self):
+        if self._atlas is None:
+            from circuitatlas.api import Atlas
+
+            opts = self.options
+            self._atlas = self._ctx.with_resource(
+                Atlas.connect(opts["uri"], opts["user"], opts["password"], opts["database"], opts["state_dir"])
+            )
+        return self._atlas
+
+
+class _Group(click.Group):
+    """Prints circuitatlas errors as one line with exit code 1 (a traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CircuitAtlasError as exc:
+            if ctx.obj is not None and ctx.obj.options.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _echo_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("(no rows)")
+        return
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    click.echo("  ".join(col.ljust(w) for col, w in zip(columns, widths)).rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _cell(value: Any, limit: int = 60) -> str:
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@click.group(cls=_Group)
+@click.option("--uri", envvar="NEO4J_URI", help="Neo4j URI (bolt://, neo4j://, neo4j+s://); default: the local server.")
+@click.option("--user", envvar="NEO4J_USER", help="Neo4j user (default neo4j).")
+@click.option("--password", envvar="NEO4J_PASSWORD", help="Neo4j password (default: the local server's).")
+@click.option("--database", envvar="NEO4J_DATABASE", help="Database name (default: the server's default).")
+@click.option("--state-dir", envvar="CIRCUITATLAS_STATE_DIR", type=click.Path(path_type=Path),
+              help="State dir of the local server (store, logs, credentials).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="circuitatlas")
+@click.pass_context
+def main(ctx: click.Context, **options: Any) -> None:
+    """circuitatlas: circuits of trained CNNs as a Neo4j graph."""
+    ctx.obj = CliContext(ctx, **options)
+
+
+# -- db --------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def db() -> None:
+    """The local Neo4j server (no Docker needed) and the schema."""
+
+
+@db.command("start")
+@click.option("--port", type=int, envvar="CIRCUITATLAS_NEO4J_PORT", help="Bolt port (default 7687, or a free one).")
+@click.option("--heap", default=DEFAULT_HEAP, envvar="CIRCUITATLAS_NEO4J_HEAP", show_default=True, help="JVM heap.")
+@click.option("--pagecache", default=DEFAULT_PAGECACHE, envvar="CIRCUITATLAS_NEO4J_PAGECACHE", show_default=True,
+              help="Neo4j page cache.")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until Bolt answers.")
+@click.pass_obj
+def db_start(obj: CliContext, port: int | None, heap: str, pagecache: str, timeout: float) -> None:
+    """Start the local Neo4j (fetching its jars with Maven the first time)."""
+    server = obj.server
+    if not server.jars.ready():
+        click.echo(f"fetching Neo4j {server.jars.version} jars with Maven into {server.jars.root} (once)...", err=True)
+    began = time.monotonic()
+    state, started = server.start(port=port, heap=heap, pagecache=pagecache, timeout=timeout)
+    if started:
+        click.echo(f"Neo4j started on {state.uri} in {time.monotonic() - began:.1f}s (state: {server.state_dir})")
+    else:
+        click.echo(f"Neo4j is already running on {state.uri} (pid {state.pid}); nothing to do")
+
+
+@db.command("stop")
+@click.pass_obj
+def db_stop(obj: CliContext) -> None:
+    """Stop the local Neo4j cleanly."""
+    click.echo("Neo4j stopped" if obj.server.stop() else "Neo4j was not running")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def db_status(obj: CliContext, as_json: bool) -> None:
+    """Running or stopped, version, URI and store size of the local Neo4j."""
+    status = obj.server.status()
+    if as_json:
+        _echo_json(asdict(status))
+        return
+    state = "running" if status.running else "stopped"
+    where = f" on {status.uri} (pid {status.pid})" if status.running else ""
+    click.echo(f"Neo4j {status.version} {state}{where}")
+    click.echo(f"state dir: {status.state_dir}, store {_human_bytes(status.store_bytes)}")
+
+
+@db.command("wipe")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def db_wipe(obj: CliContext, yes: bool) -> None:
+    """Stop the local Neo4j and delete its whole store."""
+    server = obj.server
+    if not yes:
+        click.confirm(f"Delete the local Neo4j store in {server.home}?", abort=True)
+    server.wipe()
+    click.echo(f"wiped {server.home}; `circuitatlas db start` makes a fresh store")
+
+
+@db.command("init")
+@click.pass_obj
+def db_init(obj: CliContext) -> None:
+    """Create the constraints and indexes (idempotent)."""
+    obj.atlas.init_schema()
+    click.echo("schema ready")
+
+
+# -- models ----------------------------------------------------------------------------------
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def models_cmd(obj: CliContext, as_json: bool) -> None:
+    """List the models in the graph with status and node/edge counts."""
+    rows = [asdict(m) for m in obj.atlas.models()]
+    _echo_json(rows) if as_json else _echo_table(rows)
+
+
+@main.command("drop")
+@click.argument("model")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def drop_cmd(obj: CliContext, model: str, yes: bool) -> None:
+    """Delete one model's subgraph (in batches)."""
+    if not yes:
+        click.confirm(f"Delete model {model!r} and all its neurons and edges?", abort=True)
+    obj.atlas.drop(model)
+    click.echo(f"dropped {model}")
+
+
+class _Bar:
+    """A tqdm progress bar over edges written (the library's Progress callbacks)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+
+    def start(self, total_edges: int) -> None:
+        self.bar = self._tqdm(total=total_edges, unit="edge", unit_scale=True, file=sys.stderr,
+                              dynamic_ncols=True, disable=None)
+
+    def part(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(name[:40])
+
+    def edges(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _ingest_summary(summary: Any, seconds: float) -> str:
+    return (f"{summary.id}: {summary.status}, {summary.layers} layers, {summary.neurons} neurons, "
+            f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges in {seconds:.1f}s")
+
+
+@main.command("ingest")
+@click.argument("source")
+@click.option("--name", required=True, help="Model id in the graph.")
+@click.option("--weights", default="none", show_default=True,
+              help="torchvision weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (seeded random).")
+@click.option("--arch", help="Architecture of a state-dict checkpoint (torchvision or built-in name).")
+@click.option("--input-size", default="3,224,224", show_default=True, help="C,H,W traced.")
+@click.option("--layers", help="Comma-separated observation layers for expanded weights (default: top-level blocks).")
+@click.option("--replace", is_flag=True, help="Overwrite a model with this id.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted ingest of this id.")
+@click.option("--lenient", is_flag=True, help="Skip unsupported ops with a warning instead of failing.")
+@click.option("--no-direct", is_flag=True, help="Do not store direct WEIGHT edges.")
+@click.option("--no-expanded", is_flag=True, help="Do not store EXPANDED edges.")
+@click.option("--min-l2", default=0.0, show_default=True, help="Drop edges whose kernel l2 norm is below this.")
+@click.option("--top-k-per-neuron", type=int, help="Keep only the k strongest inputs of each neuron.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole module (runs code from the file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str | None, input_size: str,
+               layers: str | None, replace: bool, resume: bool, lenient: bool, no_direct: bool, no_expanded: bool,
+               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, as_json: bool) -> None:
+    """Ingest a network: a torchvision name, a checkpoint file, or a built-in architecture."""
+    try:
+        size = tuple(int(x) for x in input_size.split(","))
+        assert len(size) == 3
+    except (ValueError, AssertionError):
+        raise click.BadParameter("expected C,H,W such as 3,224,224", param_hint="--input-size") from None
+    if replace and resume:
+        raise click.UsageError("--replace and --resume exclude each other")
+    bar = _Bar()
+    began = time.monotonic()
+    try:
+        summary = obj.atlas.ingest(
+            source, name, weights=weights, arch=arch, input_size=size,
+            layers=layers.split(",") if layers else None, replace=replace, resume=resume, lenient=lenient,
+            direct=not no_direct, expanded=not no_expanded, min_l2=min_l2, top_k_per_neuron=top_k_per_neuron,
+            trust_pickle=trust_pickle, progress=bar,
+        )
+    finally:
+        bar.close()
+    _echo_json(asdict(summary)) if as_json else click.echo(_ingest_summary(summary, time.monotonic() - began))
+
+
+@main.command("demo")
+@click.option("--name", default="demo", show_default=True, help="Model id for the demo network.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, name: str) -> None:
+    """The main job: local Neo4j (unless NEO4J_URI is set), the demo network, ingest, analyses."""
+    from circuitatlas.demo import run_demo
+
+    obj: CliContext = ctx.obj
+    if not (obj.options["uri"]):
+        ctx.invoke(db_start)
+    run_demo(obj.atlas, name, echo=click.echo, progress=_Bar())
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not key=value", param_hint="-p")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+@main.command("cypher")
+@click.argument("query")
+@click.option("-p", "--param", "params", multiple=True, help="key=value (value parsed as JSON when it can be).")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@click.option("--write", is_flag=True, help="Allow the query to change the graph.")
+@click.pass_obj
+def cypher_cmd(obj: CliContext, query: str, params: tuple[str, ...], as_json: bool, write: bool) -> None:
+    """Run a Cypher query (read-only unless --write)."""
+    parsed = dict(_parse_param(p) for p in params)
+    if write:
+        rows, counters = obj.atlas.execute(query, **parsed)
+        if counters and not as_json:
+            click.echo(", ".join(f"{k}: {v}" for k, v in counters.items()), err=True)
+    else:
+        rows = obj.atlas.cypher(query, **parsed)
+    _echo_json(rows) if as_json else _echo_table(rows)
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

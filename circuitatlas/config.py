@@ -1,0 +1,54 @@
+"""Connection settings: explicit arguments, then NEO4J_* environment, then the local server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from circuitatlas.errors import ConfigError
+from circuitatlas.localserver import LocalServer
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to reach Neo4j. ``database=None`` means the server's default database."""
+
+    uri: str
+    user: str
+    password: str
+    database: str | None
+    origin: str  # "arguments", "environment" or "local server"
+
+    def __repr__(self) -> str:  # never print the password
+        return f"Connection(uri={self.uri!r}, user={self.user!r}, database={self.database!r}, origin={self.origin!r})"
+
+
+def resolve_connection(
+    uri: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    database: str | None = None,
+    state_dir: str | Path | None = None,
+) -> Connection:
+    """Settle the connection: arguments win, then NEO4J_URI/USER/PASSWORD/DATABASE, then the
+    local server's state file (``circuitatlas db start``)."""
+    database = database or os.environ.get("NEO4J_DATABASE") or None
+    if uri:
+        origin = "arguments"
+    elif os.environ.get("NEO4J_URI"):
+        uri, origin = os.environ["NEO4J_URI"], "environment"
+    else:
+        server = LocalServer(state_dir)
+        state = server.running_state()
+        if state is None or state.uri is None:
+            raise ConfigError(
+                f"no Neo4j to talk to: the local server ({server.state_dir}) is not running; "
+                "start it with `circuitatlas db start`, or set NEO4J_URI"
+            )
+        return Connection(state.uri, user or state.user, password or state.password, database, "local server")
+    user = user or os.environ.get("NEO4J_USER") or "neo4j"
+    password = password if password is not None else os.environ.get("NEO4J_PASSWORD")
+    if password is None:
+        raise ConfigError(f"no password for {uri}: set NEO4J_PASSWORD or pass --password")
+    return Connection(uri, user, password, database, origin)

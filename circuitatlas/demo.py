@@ -1,0 +1,85 @@
+"""The tiny built-in network of the smoke demo: every structure ingest must follow, in 30k weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from circuitatlas.ingest.sources import register_arch
+
+__all__ = ["TinyNet"]
+
+
+class _Block(nn.Module):
+    """Two branches (1x1 and 3x3) concatenated, then a residual add: GoogLeNet and ResNet in small."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.branch1 = nn.Sequential(nn.Conv2d(channels, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+        self.branch2 = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1, bias=False), nn.BatchNorm2d(half),
+                                     nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + torch.cat([self.branch1(x), self.branch2(x)], dim=1))
+
+
+class TinyNet(nn.Module):
+    """conv(3->8, 5x5) -> BN -> ReLU -> maxpool -> block(8) -> conv(8->16, 3x3, stride 2) -> block(16) -> fc(10)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.block1 = _Block(8)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.block2 = _Block(16)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block2(torch.relu(self.down(self.block1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _tiny() -> nn.Module:
+    net = TinyNet()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding is visible
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+register_arch("tiny", _tiny)
+
+
+DEMO_QUERIES = (
+    ("the strongest direct inputs of one first-layer neuron",
+     "MATCH (a:Neuron)-[w:WEIGHT]->(b:Neuron {uid: $uid}) RETURN a.uid AS src, w.l2 AS l2, w.kernel AS kernel "
+     "ORDER BY w.l2 DESC LIMIT 5"),
+    ("the strongest expanded weights between observation layers",
+     "MATCH (a:Neuron {model: $model})-[e:EXPANDED]->(b:Neuron) "
+     "RETURN a.uid AS src, b.uid AS dst, e.sum AS sum ORDER BY abs(e.sum) DESC LIMIT 5"),
+)
+
+
+def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None) -> dict:
+    """Ingest the tiny network as ``name`` (replacing an older copy) and report where to look.
+
+    ``echo`` receives human-readable lines; the returned dict holds the same facts as data.
+    """
+    summary = atlas.ingest("tiny", name, input_size=(3, 32, 32), replace=True, progress=progress)
+    if progress is not None and hasattr(progress, "close"):
+        progress.close()
+    echo(f"ingested {summary.id}: {summary.layers} layers, {summary.neurons} neurons, "
+         f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges")
+    params = {"uid": f"{name}/stem.0:0", "model": name}
+    echo("try:")
+    for title, query in DEMO_QUERIES:
+        shown = query.replace("$uid", repr(params["uid"])).replace("$model", repr(name))
+        echo(f"  # {title}\n  circuitatlas cypher \"{shown}\"")
+    return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
+            "expanded_edges": summary.expanded_edges, "queries": [q for _, q in DEMO_QUERIES]}

@@ -1,0 +1,447 @@
+"""A real Neo4j Community server run from Maven Central jars, with no Docker.
+
+The jars are fetched once with Maven into the user cache dir; the server runs
+``org.neo4j.server.CommunityEntryPoint`` on Java 17+ with every setting passed as
+``-c key=value``, listening on 127.0.0.1 only. A state directory holds the store,
+the logs and ``state.json`` (mode 0600: password, pid, port, URI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from circuitatlas import paths
+from circuitatlas.errors import ConfigError, ServerError
+
+NEO4J_VERSION = "5.26.30"
+DEFAULT_PORT = 7687
+DEFAULT_HEAP = "1g"
+DEFAULT_PAGECACHE = "512m"
+STATE_FORMAT = 1
+USER = "neo4j"
+_INITIAL_PASSWORD = "neo4j"  # Neo4j's own default, replaced at first start
+
+_JVM_FLAGS = [
+    "-XX:+UseG1GC",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:+DisableExplicitGC",
+    "-Djdk.nio.maxCachedBufferSize=1024",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dlog4j2.disable.jmx=true",
+    "-Djava.net.preferIPv4Stack=true",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--enable-native-access=ALL-UNNAMED",
+]
+
+
+@dataclass
+class ServerState:
+    """The content of ``state.json``; ``pid`` is None while the server is stopped."""
+
+    format: int = STATE_FORMAT
+    neo4j_version: str = NEO4J_VERSION
+    user: str = USER
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    password_set: bool = False
+    pid: int | None = None
+    port: int | None = None
+    uri: str | None = None
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``db status`` reports."""
+
+    running: bool
+    state_dir: str
+    uri: str | None
+    pid: int | None
+    version: str
+    store_bytes: int
+    log: str
+
+
+def _java_major(java: str) -> int:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return 0
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java() -> str:
+    """Path of a Java 17+ ``java``, from JAVA_HOME or PATH, or a one-line ConfigError."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidates = [str(Path(java_home) / "bin" / "java")] if java_home else []
+    candidates.append(shutil.which("java") or "")
+    for java in candidates:
+        if java and Path(java).exists() and _java_major(java) >= 17:
+            return java
+    raise ConfigError(
+        "Java 17+ is needed to run the local Neo4j: install it (e.g. `apt-get install openjdk-17-jre-headless`), "
+        "or use `docker compose up -d`, or point NEO4J_URI at a running Neo4j"
+    )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_open(port: int | None) -> bool:
+    if port is None:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip()) or "(empty log)"
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
+class JarCache:
+    """Neo4j's jars in ``<cache>/neo4j-<version>/lib``, fetched once with Maven."""
+
+    def __init__(self, cache_dir: Path | None = None, version: str = NEO4J_VERSION) -> None:
+        self.root = Path(cache_dir or paths.cache_dir()) / f"neo4j-{version}"
+        self.version = version
+
+    @property
+    def lib(self) -> Path:
+        return self.root / "lib"
+
+    def ready(self) -> bool:
+        return (self.root / ".complete").exists()
+
+    def size_bytes(self) -> int:
+        return _dir_bytes(self.lib)
+
+    def ensure(self) -> Path:
+        """Download the jars unless they are cached; returns the lib folder."""
+        if self.ready():
+            return self.lib
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ConfigError(
+                "Maven (`mvn`) is needed once to fetch the Neo4j jars: install it (e.g. `apt-get install maven`), "
+                "or use `docker compose up -d`, or point NEO4J_URI at a running Neo4j"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _locked(self.root / ".lock"):
+            if self.ready():
+                return self.lib
+            staging = Path(tempfile.mkdtemp(prefix="lib-", dir=self.root))
+            pom = staging / "pom.xml"
+            template = resources.files("circuitatlas").joinpath("neo4j-pom.xml").read_text()
+            pom.write_text(template.replace(f"<neo4j.version>{NEO4J_VERSION}<", f"<neo4j.version>{self.version}<"))
+            cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+                   f"-DoutputDirectory={staging / 'lib'}", "-DincludeScope=runtime"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not any((staging / "lib").glob("neo4j-*.jar")):
+                shutil.rmtree(staging, ignore_errors=True)
+                detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+                raise ServerError(f"Maven could not fetch Neo4j {self.version}: {detail}")
+            shutil.rmtree(self.lib, ignore_errors=True)
+            (staging / "lib").rename(self.lib)
+            shutil.rmtree(staging, ignore_errors=True)
+            (self.root / ".complete").write_text(self.version)
+        return self.lib
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LocalServer:
+    """The project's own Neo4j, one per state directory.
+
+    >>> server = LocalServer(state_dir="/tmp/ca-doc")   # doctest: +SKIP
+    >>> server.start().uri                               # doctest: +SKIP
+    'bolt://127.0.0.1:7687'
+    """
+
+    def __init__(self, state_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> None:
+        self.state_dir = Path(state_dir or paths.state_dir())
+        self.jars = JarCache(Path(cache_dir) if cache_dir else None)
+
+    # -- state file -------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "neo4j"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "console.log"
+
+    def read_state(self) -> ServerState | None:
+        """The state file, None for a fresh directory; ConfigError for a foreign or corrupt one."""
+        if not self.state_file.exists():
+            if self.state_dir.exists() and any(p.name != ".lock" for p in self.state_dir.iterdir()):
+                raise ConfigError(
+                    f"{self.state_dir} is not empty and is not a circuitatlas state dir (no state.json); "
+                    "choose another with --state-dir or CIRCUITATLAS_STATE_DIR"
+                )
+            return None
+        try:
+            raw = json.loads(self.state_file.read_text())
+            state = ServerState(**raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.state_file} is corrupt ({exc}); fix or move it away: the store beside it is kept"
+            ) from None
+        if state.format != STATE_FORMAT:
+            raise ConfigError(f"{self.state_file} has state format {state.format}, this version reads {STATE_FORMAT}")
+        return state
+
+    def _write_state(self, state: ServerState) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(state), handle, indent=2)
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.state_file)
+
+    def _owns(self, pid: int) -> bool:
+        """True when pid is alive and is this state dir's Neo4j (not a recycled pid)."""
+        if not _pid_alive(pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return True  # no /proc (macOS): trust the pid
+        return str(self.home) in cmdline
+
+    def running_state(self) -> ServerState | None:
+        """The state of a running server, or None; a stale pid is cleaned on the way."""
+        state = self.read_state()
+        if state is None or state.pid is None:
+            return None
+        if self._owns(state.pid):
+            return state
+        state.pid = None
+        state.uri = None
+        self._write_state(state)
+        return None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(
+        self,
+        port: int | None = None,
+        heap: str = DEFAULT_HEAP,
+        pagecache: str = DEFAULT_PAGECACHE,
+        timeout: float = 180.0,
+    ) -> tuple[ServerState, bool]:
+        """Start the server (fetching jars first if needed) and wait until Bolt answers.
+
+        Returns ``(state, started)``; ``started`` is False when it was already running.
+        ``port=None`` takes 7687, or a free port when 7687 is taken.
+        """
+        with _locked(self.state_dir / ".lock"):
+            state = self.running_state()
+            if state is not None:
+                return state, False
+            state = self.read_state() or ServerState()
+            java = find_java()
+            lib = self.jars.ensure()
+            if port is None:
+                port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+            elif not _port_free(port):
+                raise ServerError(f"port {port} on 127.0.0.1 is in use; pass another --port, or none to pick a free one")
+            for sub in ("data", "logs", "run", "plugins", "import"):
+                (self.home / sub).mkdir(parents=True, exist_ok=True)
+            settings = {
+                "server.default_listen_address": "127.0.0.1",
+                "server.default_advertised_address": "127.0.0.1",
+                "server.bolt.listen_address": f"127.0.0.1:{port}",
+                "server.bolt.advertised_address": f"127.0.0.1:{port}",
+                "server.http.enabled": "false",
+                "server.https.enabled": "false",
+                "server.routing.listen_address": f"127.0.0.1:{free_port()}",
+                "dbms.routing.enabled": "false",
+                "dbms.security.auth_enabled": "true",
+                "dbms.usage_report.enabled": "false",
+                "server.memory.pagecache.size": pagecache,
+                "server.directories.data": str(self.home / "data"),
+                "server.directories.logs": str(self.home / "logs"),
+                "server.directories.run": str(self.home / "run"),
+                "server.directories.plugins": str(self.home / "plugins"),
+                "server.directories.import": str(self.home / "import"),
+                "db.tx_log.rotation.retention_policy": "2 files",
+                "db.tx_log.rotation.size": "64M",
+                "db.tx_log.preallocate": "false",
+            }
+            cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
+                   "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
+            for key, value in settings.items():
+                cmd += ["-c", f"{key}={value}"]
+            with open(self.log_file, "ab") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=self.home, start_new_session=True)
+            state.pid, state.port, state.uri = proc.pid, port, f"bolt://127.0.0.1:{port}"
+            state.started_at = time.time()
+            self._write_state(state)
+            try:
+                self._wait_ready(state, proc, timeout)
+            except BaseException:
+                self._terminate(proc.pid, 30.0)
+                state.pid = state.uri = None
+                self._write_state(state)
+                raise
+            return state, True
+
+    def _wait_ready(self, state: ServerState, proc: subprocess.Popen, timeout: float) -> None:
+        from neo4j import GraphDatabase
+        from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServerError(f"Neo4j exited with code {proc.returncode}: {_tail(self.log_file)}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"Neo4j did not answer on {state.uri} within {timeout:.0f}s: {_tail(self.log_file)}")
+            if not _port_open(state.port):
+                time.sleep(0.3)
+                continue
+            password = state.password if state.password_set else _INITIAL_PASSWORD
+            try:
+                # plain sessions, not execute_query: its retries would log noise while Neo4j boots
+                with GraphDatabase.driver(state.uri, auth=(state.user, password),
+                                          notifications_min_severity="OFF") as driver:
+                    if not state.password_set:
+                        with driver.session(database="system") as session:
+                            session.run("ALTER CURRENT USER SET PASSWORD FROM $old TO $new",
+                                        old=_INITIAL_PASSWORD, new=state.password).consume()
+                        state.password_set = True
+                        self._write_state(state)
+                        continue
+                    with driver.session() as session:
+                        session.run("RETURN 1").consume()
+                    return
+            except (ServiceUnavailable, SessionExpired):
+                time.sleep(0.5)
+            except AuthError:
+                raise ServerError(
+                    f"the store in {self.home} rejects the password kept in {self.state_file}; "
+                    "was the state file replaced? (`circuitatlas db wipe` deletes the store)"
+                ) from None
+            except Neo4jError as exc:
+                if exc.code and ".Transient" in exc.code or "DatabaseUnavailable" in str(exc.code):
+                    time.sleep(0.5)
+                    continue
+                raise ServerError(f"Neo4j answered with an error while starting: {exc.message}") from None
+
+    @staticmethod
+    def _terminate(pid: int, timeout: float) -> bool:
+        """SIGTERM and wait; SIGKILL after timeout. True when it stopped cleanly."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _pid_alive(pid):
+                return True
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return False
+
+    def stop(self, timeout: float = 120.0) -> bool:
+        """Shut the server down cleanly (SIGTERM, then wait). False when it was not running."""
+        state = self.running_state()
+        if state is None or state.pid is None:
+            return False
+        clean = self._terminate(state.pid, timeout)
+        state.pid = state.uri = None
+        self._write_state(state)
+        if not clean:
+            raise ServerError(f"Neo4j did not stop within {timeout:.0f}s and was killed: {_tail(self.log_file)}")
+        return True
+
+    def status(self) -> ServerStatus:
+        state = self.running_state()
+        stored = self.read_state()
+        return ServerStatus(
+            running=state is not None,
+            state_dir=str(self.state_dir),
+            uri=state.uri if state else None,
+            pid=state.pid if state else None,
+            version=(stored or ServerState()).neo4j_version,
+            store_bytes=_dir_bytes(self.home / "data") if self.home.exists() else 0,
+            log=str(self.log_file),
+        )
+
+    def wipe(self) -> None:
+        """Stop the server and delete its store and logs; the next start makes a fresh store."""
+        self.stop()
+        state = self.read_state()
+        shutil.rmtree(self.home, ignore_errors=True)
+        if state is not None:
+            self._write_state(ServerState(neo4j_version=state.neo4j_version))

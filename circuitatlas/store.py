@@ -1,0 +1,238 @@
+"""The one object that talks to Neo4j: reads, batched writes, schema, model housekeeping.
+
+The store takes an injected driver and a database name and does no I/O in ``__init__``;
+driver errors leave it as :mod:`circuitatlas.errors` exceptions with one-line messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import neo4j
+from neo4j.exceptions import (
+    AuthError,
+    ClientError,
+    ConfigurationError,
+    CypherSyntaxError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+)
+
+from circuitatlas.config import Connection
+from circuitatlas.errors import ConnectionFailed, NotFound, QueryError
+from circuitatlas.queries import cypher
+
+DEFAULT_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of ``circuitatlas models``."""
+
+    id: str
+    arch: str | None
+    source: str | None
+    weights: str | None
+    status: str | None
+    created: str | None
+    layers: int
+    neurons: int
+    weight_edges: int
+    expanded_edges: int
+
+
+@contextlib.contextmanager
+def translate_errors(uri: str) -> Iterator[None]:
+    """Turn driver exceptions into one-line circuitatlas errors that name the URI."""
+    try:
+        yield
+    except AuthError:
+        raise ConnectionFailed(f"Neo4j at {uri} rejected the user name or password") from None
+    except (ServiceUnavailable, SessionExpired) as exc:
+        raise ConnectionFailed(
+            f"cannot reach Neo4j at {uri} ({_first_line(exc)}); is it running? "
+            "`circuitatlas db start` starts the local one"
+        ) from None
+    except CypherSyntaxError as exc:
+        raise QueryError(f"Cypher syntax error: {_first_line(exc.message or exc)}") from None
+    except (ClientError, Neo4jError) as exc:
+        raise QueryError(f"Neo4j: {_first_line(exc.message or exc)}") from None
+    except ConfigurationError as exc:
+        raise ConnectionFailed(f"bad connection settings for {uri}: {_first_line(exc)}") from None
+    except ValueError as exc:
+        if "uri" in str(exc).lower() or "scheme" in str(exc).lower():
+            raise ConnectionFailed(f"bad Neo4j URI {uri!r}: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: object) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items, consuming ``rows`` lazily."""
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class Store:
+    """Reads and writes one Neo4j database through an injected driver."""
+
+    def __init__(self, driver: neo4j.Driver, database: str | None = None, uri: str = "") -> None:
+        self.driver = driver
+        self.database = database
+        self.uri = uri
+
+    @classmethod
+    def open(cls, connection: Connection) -> "Store":
+        """Make a driver for ``connection`` and check that the server answers."""
+        with translate_errors(connection.uri):
+            driver = neo4j.GraphDatabase.driver(
+                connection.uri, auth=(connection.user, connection.password), notifications_min_severity="OFF"
+            )
+            try:
+                driver.verify_connectivity()
+            except BaseException:
+                driver.close()
+                raise
+        return cls(driver, connection.database, connection.uri)
+
+    def close(self) -> None:
+        self.driver.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def session(self, read: bool = False) -> neo4j.Session:
+        mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
+        return self.driver.session(database=self.database, default_access_mode=mode)
+
+    # -- queries --------------------------------------------------------------------------
+    def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        """Run our own read query (routed to a reader) and return rows as dicts."""
+        with translate_errors(self.uri):
+            records, _, _ = self.driver.execute_query(
+                query, params, database_=self.database, routing_=neo4j.RoutingControl.READ
+            )
+        return [record.data() for record in records]
+
+    def write(self, query: str, **params: Any) -> dict[str, int]:
+        """Run our own write query in one transaction; returns the update counters."""
+        with translate_errors(self.uri):
+            _, summary, _ = self.driver.execute_query(query, params, database_=self.database)
+        return _counters(summary)
+
+    def run_autocommit(self, query: str, **params: Any) -> dict[str, int]:
+        """Run a query in an auto-commit transaction (needed by ``CALL {} IN TRANSACTIONS``)."""
+        with translate_errors(self.uri), self.session() as session:
+            summary = session.run(query, params).consume()
+        return _counters(summary)
+
+    def write_rows(
+        self,
+        query: str,
+        rows: Iterable[Mapping[str, Any]],
+        batch_size: int = DEFAULT_BATCH,
+        on_batch: Callable[[int], None] | None = None,
+        **params: Any,
+    ) -> int:
+        """Send ``rows`` as ``$rows`` in batches to an ``UNWIND $rows AS row ...`` query.
+
+        Rows are consumed lazily, so a generator never sits in memory whole. Returns the
+        number of rows written; ``on_batch(n)`` is called after each committed batch.
+        """
+        total = 0
+        with translate_errors(self.uri), self.session() as session:
+            for chunk in batched(rows, batch_size):
+                session.execute_write(lambda tx, chunk=chunk: tx.run(query, rows=chunk, **params).consume())
+                total += len(chunk)
+                if on_batch is not None:
+                    on_batch(len(chunk))
+        return total
+
+    def query_read_only(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a user's query, refusing anything that would change the graph.
+
+        The server's own plan says whether the query writes (``EXPLAIN`` executes nothing);
+        the query then runs in a read transaction that is rolled back if it changed anything.
+        """
+        params = dict(params or {})
+        with translate_errors(self.uri), self.session(read=True) as session:
+            body = query.lstrip()
+            if not body[:7].upper() == "EXPLAIN":
+                plain = body[7:] if body[:7].upper() == "PROFILE" else body
+                kind = session.run("EXPLAIN " + plain, params).consume().query_type
+                if kind != "r":
+                    raise QueryError(
+                        f"refused: this query can change the graph (query type {kind!r}); pass --write to run it"
+                    )
+
+            def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+                result = tx.run(query, params)
+                rows = [record.data() for record in result]
+                if result.consume().counters.contains_updates:
+                    raise QueryError("refused: this query changed the graph; it was rolled back (pass --write)")
+                return rows
+
+            return session.execute_read(work)
+
+    def query_write(self, query: str, params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Run a user's query that may write, in an auto-commit transaction."""
+        with translate_errors(self.uri), self.session() as session:
+            result = session.run(query, dict(params or {}))
+            rows = [record.data() for record in result]
+            return rows, _counters(result.consume())
+
+    # -- schema and housekeeping ----------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create the constraints and indexes (idempotent) and wait until they are online."""
+        for statement in cypher.SCHEMA:
+            self.write(statement)
+        with translate_errors(self.uri), self.session() as session:
+            session.run("CALL db.awaitIndexes(300)").consume()
+
+    def server_info(self) -> dict[str, Any]:
+        rows = self.read(cypher.SERVER_COMPONENTS)
+        return rows[0] if rows else {}
+
+    def models(self) -> list[ModelSummary]:
+        return [ModelSummary(**row) for row in self.read(cypher.LIST_MODELS)]
+
+    def model_status(self, model: str) -> str | None:
+        """The model's ``status`` property; None when no such model exists."""
+        rows = self.read(cypher.MODEL_EXISTS, model=model)
+        return rows[0]["status"] if rows else None
+
+    def drop_model(self, model: str, batch: int = 10_000) -> None:
+        """Delete one model's whole subgraph in server-side batches (bounded heap)."""
+        if self.model_status(model) is None:
+            raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
+        self.write(cypher.MARK_MODEL_STATUS, model=model, status="dropping")
+        self.delete_model_subgraph(model, batch)
+        self.write(cypher.DELETE_MODEL_NODE, model=model)
+
+    def delete_model_subgraph(self, model: str, batch: int = 10_000) -> None:
+        """Delete a model's edges, neurons and layers (its Model node stays)."""
+        for rel_type in cypher.EDGE_TYPES:
+            self.run_autocommit(cypher.delete_model_edges(rel_type), model=model, batch=batch)
+        for label in cypher.MODEL_LABELS:
+            self.run_autocommit(cypher.delete_model_nodes(label), model=model, batch=batch)
+
+    def delete_everything(self, batch: int = 10_000) -> None:
+        """Delete every node and edge of this database (the schema stays)."""
+        self.run_autocommit(cypher.DELETE_EVERYTHING, batch=batch)
+
+
+def _counters(summary: neo4j.ResultSummary) -> dict[str, int]:
+    counters = summary.counters
+    names = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted",
+             "properties_set", "labels_added", "constraints_added", "indexes_added")
+    return {name: getattr(counters, name) for name in names if getattr(counters, name)}

@@ -1,0 +1,190 @@
+"""Expanded weights between observation layers, as defined in the Circuits thread.
+
+In a linearised copy of the model (pointwise nonlinearities -> identity, max-pool ->
+average-pool over the same window, BatchNorm kept: in eval mode it is affine), the
+expanded kernel from unit ``i`` of layer A to unit ``j`` of layer B is the gradient of B's
+channel ``j`` at its central position with respect to A's channel ``i``, cropped to the
+window where any kernel of the pair is non-zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from circuitatlas.errors import IngestError
+from circuitatlas.ingest.layergraph import LayerGraph
+
+__all__ = ["linearise", "expanded_kernels"]
+
+_NONLINEAR_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
+    nn.Sigmoid, nn.Tanh, nn.LocalResponseNorm, nn.PReLU, nn.Softplus, nn.Mish, nn.Dropout, nn.Dropout2d,
+)
+_NONLINEAR_FUNCTIONS = {
+    torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.relu6, nn.functional.leaky_relu,
+    nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.hardswish,
+    nn.functional.hardsigmoid, nn.functional.sigmoid, nn.functional.tanh, nn.functional.dropout,
+    nn.functional.local_response_norm,
+}
+_NONLINEAR_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_"}
+
+
+def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return x
+
+
+def linearise(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with nonlinearities as identity and max-pooling as average pooling.
+
+    Node names are kept, so values can be found by the names recorded at trace time.
+    """
+    lin = copy.deepcopy(gm).eval()
+    modules = dict(lin.named_modules())
+    for node in lin.graph.nodes:
+        if node.op == "call_module":
+            module = modules[node.target]
+            if isinstance(module, _NONLINEAR_MODULES):
+                node.op, node.target, node.kwargs = "call_function", _identity, {}
+                node.args = node.args[:1]
+            elif isinstance(module, nn.MaxPool2d):
+                avg = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                                   count_include_pad=False)
+                _set_submodule(lin, node.target, avg)
+            elif isinstance(module, nn.AdaptiveMaxPool2d):
+                _set_submodule(lin, node.target, nn.AdaptiveAvgPool2d(module.output_size))
+        elif node.op == "call_function" and node.target in _NONLINEAR_FUNCTIONS:
+            node.target, node.kwargs = _identity, {}
+            node.args = node.args[:1]
+        elif node.op == "call_function" and node.target is nn.functional.max_pool2d:
+            node.target = nn.functional.avg_pool2d
+        elif node.op == "call_method" and node.target in _NONLINEAR_METHODS:
+            node.op, node.target, node.kwargs = "call_function", _identity, {}
+            node.args = node.args[:1]
+    lin.recompile()
+    return lin
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _between(gm: fx.GraphModule, src: str, dst: str) -> tuple[list[fx.Node], set[str]]:
+    """Nodes that ``dst`` depends on, in order, and the subset downstream of ``src``."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    needed: set[str] = set()
+    stack = [nodes[dst]]
+    while stack:
+        node = stack.pop()
+        if node.name in needed:
+            continue
+        needed.add(node.name)
+        if node.name != src:
+            stack += node.all_input_nodes
+    downstream: set[str] = {src}
+    ordered = [n for n in gm.graph.nodes if n.name in needed]
+    for node in ordered:
+        if any(a.name in downstream for a in node.all_input_nodes):
+            downstream.add(node.name)
+    if dst not in downstream:
+        raise IngestError(f"{dst} does not depend on {src}: no expanded weights between them")
+    return ordered, downstream
+
+
+def _run_from(gm: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], src: str, value: torch.Tensor
+              ) -> torch.Tensor:
+    """Evaluate the nodes between src and dst with src's value given; values not downstream
+    of src are zeros (the linearised map from src is what the gradient sees)."""
+    env: dict[str, Any] = {}
+    modules = dict(gm.named_modules())
+    batch = value.shape[0]
+    for node in ordered:
+        if node.name == src:
+            env[node.name] = value
+            continue
+        if node.name not in downstream:
+            meta = node.meta.get("tensor_meta")
+            if meta is None or not hasattr(meta, "shape"):
+                raise IngestError(f"cannot isolate node {node.name} between layers")
+            env[node.name] = torch.zeros(batch, *meta.shape[1:], dtype=value.dtype)
+            continue
+        args = fx.node.map_arg(node.args, lambda n: env[n.name])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n.name])
+        if node.op == "call_module":
+            env[node.name] = modules[node.target](*args, **kwargs)
+        elif node.op == "call_function":
+            env[node.name] = node.target(*args, **kwargs)
+        elif node.op == "call_method":
+            self_obj, *rest = args
+            env[node.name] = getattr(self_obj, node.target)(*rest, **kwargs)
+        elif node.op == "get_attr":
+            obj: Any = gm
+            for attr in str(node.target).split("."):
+                obj = getattr(obj, attr)
+            env[node.name] = obj
+        else:
+            raise IngestError(f"cannot evaluate node {node.name} ({node.op})")
+    return env[ordered[-1].name]
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def expanded_kernels(
+    graph: LayerGraph,
+    src: str,
+    dst: str,
+    linear: fx.GraphModule | None = None,
+    max_batch_floats: int = 50_000_000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expanded kernels from observation layer ``src`` to ``dst``.
+
+    Returns ``(out_idx, in_idx, kernels)`` with kernels (n, kh, kw), all-zero ones left out;
+    every kernel of the pair shares one (kh, kw) window.
+    """
+    lin = linear if linear is not None else linearise(graph.graph_module)
+    a_name, b_name = graph.output_nodes[src], graph.output_nodes[dst]
+    ordered, downstream = _between(lin, a_name, b_name)
+    c_a, *hw_a = graph.layers[src].shape
+    c_b, *hw_b = graph.layers[dst].shape
+    if len(hw_a) != 2:
+        raise IngestError(f"expanded weights need a spatial source layer; {src} has shape {graph.layers[src].shape}")
+    center = tuple(d // 2 for d in hw_b)
+    chunk = max(1, min(c_b, max_batch_floats // max(1, 8 * c_a * hw_a[0] * hw_a[1])))
+    crops: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
+    union: list[int] | None = None
+    for start in range(0, c_b, chunk):
+        js = torch.arange(start, min(c_b, start + chunk))
+        with torch.enable_grad():
+            a = torch.zeros(len(js), c_a, *hw_a, requires_grad=True)
+            out = _run_from(lin, ordered, downstream, a_name, a)
+            picked = out[torch.arange(len(js)), js][(slice(None), *center)] if len(center) else out[
+                torch.arange(len(js)), js]
+            (grad,) = torch.autograd.grad(picked.sum(), a)
+        g = grad.numpy()
+        box = _bbox(np.abs(g).max(axis=(0, 1)) > 0)
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        crops.append((start, g[:, :, y0:y1, x0:x1].copy(), box))
+        union = list(box) if union is None else [min(union[0], y0), max(union[1], y1), min(union[2], x0),
+                                                 max(union[3], x1)]
+    if union is None:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 1, 1), dtype=np.float32)
+    kh, kw = union[1] - union[0], union[3] - union[2]
+    full = np.zeros((c_b, c_a, kh, kw), dtype=np.float32)
+    for start, g, (y0, y1, x0, x1) in crops:
+        full[start:start + g.shape[0], :, y0 - union[0]:y1 - union[0], x0 - union[2]:x1 - union[2]] = g
+    nonzero = np.abs(full).reshape(c_b, c_a, -1).max(axis=2) > 0
+    out_idx, in_idx = np.nonzero(nonzero)
+    return out_idx.astype(np.int64), in_idx.astype(np.int64), full[out_idx, in_idx]

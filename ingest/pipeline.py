@@ -1,0 +1,61 @@
+"""source -> loaded module -> LayerGraph -> Neo4j: the whole ingest, as one function."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+from torch import nn
+
+from circuitatlas.ingest import rows
+from circuitatlas.ingest.expanded import expanded_kernels, linearise
+from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
+from circuitatlas.ingest.sources import load_model
+from circuitatlas.ingest.writer import IngestOptions, Part, Progress, write_model
+from circuitatlas.store import ModelSummary, Store
+
+__all__ = ["ingest", "edge_blocks_for"]
+
+
+def edge_blocks_for(graph: LayerGraph):
+    """A function ``part -> blocks`` that computes a part's edges on demand (direct weights from
+    the layer, expanded ones by autograd on one shared linearised copy)."""
+    linear = None
+
+    def blocks(part: Part) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        nonlocal linear
+        if part.rel_type == "WEIGHT":
+            yield from rows.direct_blocks(graph.weight_layers[part.dst])
+            return
+        if linear is None:
+            linear = linearise(graph.graph_module)
+        yield (part.src, *expanded_kernels(graph, part.src, part.dst, linear))
+
+    return blocks
+
+
+def ingest(
+    store: Store,
+    source: str | nn.Module,
+    name: str,
+    weights: str | None = None,
+    arch: str | None = None,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    layers: Iterable[str] | None = None,
+    mode: str = "fresh",
+    lenient: bool = False,
+    options: IngestOptions = IngestOptions(),
+    trust_pickle: bool = False,
+    progress: Progress | None = None,
+) -> ModelSummary:
+    """Load ``source``, trace it and write it to the graph as model ``name``; returns its summary."""
+    began = time.monotonic()
+    loaded = load_model(source, weights=weights, arch=arch, trust_pickle=trust_pickle)
+    graph = build_layer_graph(loaded.module, tuple(input_size), layers, lenient=lenient)
+    meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
+    write_model(store, name, graph, meta, options, edge_blocks_for(graph), mode=mode, progress=progress)
+    store.write("MATCH (m:Model {id: $model}) SET m.ingest_seconds = $s", model=name,
+                s=round(time.monotonic() - began, 3))
+    return next(m for m in store.models() if m.id == name)

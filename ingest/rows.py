@@ -1,0 +1,115 @@
+"""LayerGraph -> rows for the store: layers, neurons, and weight edges grouped by target neuron.
+
+Edge rows are generated lazily, one target neuron at a time, so a large model never sits
+in Python lists whole. A row carries every incoming edge of one target neuron from one
+source layer: ``{"dst": uid, "src": [uid...], "kernel": [[...]...], "sum": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+
+from circuitatlas.ingest.layergraph import LayerGraph, WeightLayer
+
+__all__ = ["layer_uid", "neuron_uid", "layer_rows", "neuron_rows", "kernel_rows", "direct_blocks"]
+
+
+def layer_uid(model: str, layer: str) -> str:
+    return f"{model}/{layer}"
+
+
+def neuron_uid(model: str, layer: str, channel: int) -> str:
+    return f"{model}/{layer}:{channel}"
+
+
+def layer_rows(model: str, graph: LayerGraph) -> list[dict]:
+    """One row per layer (few: kept as a list)."""
+    return [
+        {"uid": layer_uid(model, info.name), "name": info.name, "kind": info.kind, "channels": info.channels,
+         "order": info.order, "shape": list(info.shape),
+         "observed": info.name in graph.observation_layers,
+         "folded_bn": (graph.weight_layers[info.name].folded_bn if info.name in graph.weight_layers else None)}
+        for info in graph.layers.values()
+    ]
+
+
+def neuron_rows(model: str, graph: LayerGraph) -> Iterator[dict]:
+    """One row per neuron: every channel of every layer; weight layers add their bias."""
+    for info in graph.layers.values():
+        bias = graph.weight_layers[info.name].bias if info.name in graph.weight_layers else None
+        for c in range(info.channels):
+            row = {"uid": neuron_uid(model, info.name, c), "layer": info.name, "channel": c}
+            if bias is not None:
+                row["bias"] = float(bias[c])
+            yield row
+
+
+def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Split a weight layer by source layer: ``(src_layer, out_idx, in_channel_idx, kernels)``.
+
+    ``kernels[k]`` (kh, kw) is the kernel from ``src_layer``'s channel ``in_channel_idx[k]``
+    to output channel ``out_idx[k]``. A neuron that reaches several input channels (``cat([x, x])``)
+    gets the sum of its kernels, as it would in the network.
+    """
+    per_group = layer.weight.shape[1]
+    outs_per_group = layer.out_channels // layer.groups
+    inputs: dict[str, list[tuple[int, int]]] = defaultdict(list)  # src layer -> (input channel, src channel)
+    for i, sources in enumerate(layer.sources):
+        for src_layer, src_channel in sources:
+            inputs[src_layer].append((i, src_channel))
+    for src_layer, pairs in inputs.items():
+        chans = np.array(pairs, dtype=np.int64)
+        group, local = np.divmod(chans[:, 0], per_group)
+        outs = group[:, None] * outs_per_group + np.arange(outs_per_group)[None, :]  # (n_in, outs_per_group)
+        kernels = layer.weight[outs, local[:, None]]  # (n_in, outs_per_group, kh, kw)
+        out_idx = outs.reshape(-1)
+        in_idx = np.repeat(chans[:, 1], outs_per_group)
+        kernels = kernels.reshape(-1, *layer.weight.shape[2:])
+        if len(np.unique(chans[:, 1])) < len(chans):  # one neuron on several input channels: sum them
+            keys, inverse = np.unique(np.stack([out_idx, in_idx], axis=1), axis=0, return_inverse=True)
+            summed = np.zeros((len(keys), *kernels.shape[1:]), dtype=np.float64)
+            np.add.at(summed, inverse.reshape(-1), kernels)
+            out_idx, in_idx, kernels = keys[:, 0], keys[:, 1], summed
+        yield src_layer, out_idx, in_idx, kernels.astype(np.float32)
+
+
+def kernel_rows(
+    model: str,
+    src_layer: str,
+    dst_layer: str,
+    out_idx: np.ndarray,
+    in_idx: np.ndarray,
+    kernels: np.ndarray,
+    min_l2: float = 0.0,
+    top_k: int | None = None,
+) -> Iterator[dict]:
+    """Edge rows grouped by target neuron, with kernel statistics; all-zero kernels are dropped.
+
+    ``kernels`` is (n, kh, kw); edges below ``min_l2`` are pruned, and with ``top_k`` only the
+    ``top_k`` strongest (by l2) inputs of each target neuron are kept.
+    """
+    n, kh, kw = kernels.shape
+    flat = kernels.reshape(n, kh * kw).astype(np.float64)
+    l2 = np.sqrt((flat**2).sum(axis=1))
+    keep = (l2 > 0) & (l2 >= min_l2)
+    order = np.lexsort((-l2, out_idx))  # by target, strongest first
+    order = order[keep[order]]
+    stats = {"sum": flat.sum(axis=1), "l2": l2, "max": flat.max(axis=1), "min": flat.min(axis=1)}
+    boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
+    for group in np.split(order, boundaries):
+        if group.size == 0:
+            continue
+        if top_k is not None:
+            group = group[:top_k]
+        o = int(out_idx[group[0]])
+        yield {
+            "dst": neuron_uid(model, dst_layer, o),
+            "src": [neuron_uid(model, src_layer, int(i)) for i in in_idx[group]],
+            "kernel": flat[group].tolist(),
+            "kh": kh,
+            "kw": kw,
+            **{name: values[group].tolist() for name, values in stats.items()},
+        }

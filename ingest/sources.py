@@ -1,0 +1,154 @@
+"""Where a network comes from: a torchvision name, a checkpoint file, or an ``nn.Module``."""
+
+from __future__ import annotations
+
+import difflib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from circuitatlas.errors import IngestError
+
+__all__ = ["LoadedModel", "load_model", "build_arch", "register_arch"]
+
+# Extra architectures by name (the demo network, the zoo): name -> builder(seed) -> nn.Module
+_ARCHS: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_arch(name: str, builder: Callable[[], nn.Module]) -> None:
+    """Make ``name`` usable as ``--arch`` and as an ingest source (built with random weights)."""
+    _ARCHS[name] = builder
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    arch: str
+    source: str  # "torchvision", "checkpoint", "module" or a registered arch's kind
+    weights: str  # "none", a torchvision weights enum, or a file path
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_arch(name: str, weights: str | None = None, seed: int = 0) -> tuple[nn.Module, str]:
+    """Build architecture ``name``; ``weights`` is "none"/None (seeded random init), "DEFAULT"
+    or a torchvision weights enum name (downloaded by torchvision, so it needs internet)."""
+    import circuitatlas.demo  # noqa: F401  registers the built-in architectures
+
+    if name in _ARCHS:
+        torch.manual_seed(seed)
+        return _ARCHS[name](), "none"
+    import torchvision
+
+    names = _torchvision_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names + sorted(_ARCHS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (`torchvision.models.list_models()` lists them)"
+        raise IngestError(f"unknown model {name!r}{hint}")
+    kwargs: dict[str, Any] = {}
+    if name in ("googlenet", "inception_v3"):
+        kwargs["init_weights"] = True  # silences torchvision's warning; pretrained weights override it
+    weight_name = "none" if weights in (None, "", "none", "None") else weights
+    if weight_name == "none":
+        torch.manual_seed(seed)
+        return torchvision.models.get_model(name, weights=None, **kwargs), "none"
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        chosen = enum.DEFAULT if weight_name == "DEFAULT" else enum[weight_name.split(".")[-1]]
+    except KeyError:
+        options = ", ".join(w.name for w in torchvision.models.get_model_weights(name))
+        raise IngestError(f"{name} has no weights {weight_name!r}; choose DEFAULT, none or one of: {options}") from None
+    kwargs.pop("init_weights", None)
+    try:
+        return torchvision.models.get_model(name, weights=chosen), f"{type(chosen).__name__}.{chosen.name}"
+    except Exception as exc:  # network errors come in many types
+        raise IngestError(f"could not load {name} weights {chosen.name}: {str(exc).splitlines()[0]}") from None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
+    """The state dict inside ``path``, or None when the file holds something else (a module)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise IngestError(f"cannot read {path}: not a valid safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            return None  # a pickled module: needs --trust-pickle
+        raise IngestError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {k.removeprefix("module."): v for k, v in obj.items()}
+    raise IngestError(f"{path} holds no state dict (found {type(obj).__name__})")
+
+
+def _load_checkpoint(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("constants.pkl") for name in archive.namelist()):
+                raise IngestError(
+                    f"{path} is TorchScript, which torch.fx cannot trace; save the model's state_dict and pass --arch"
+                )
+    state = _read_state_dict(path)
+    if state is None:
+        if not trust_pickle:
+            raise IngestError(
+                f"{path} is a pickled module; unpickling runs code from the file, so pass --trust-pickle "
+                "only if you trust it (or save a state_dict and pass --arch)"
+            )
+        module = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(module, nn.Module):
+            raise IngestError(f"{path} holds a {type(module).__name__}, not an nn.Module")
+        return LoadedModel(module, type(module).__name__, "checkpoint", str(path))
+    if not arch:
+        raise IngestError(f"{path} is a state dict: pass --arch NAME (a torchvision model or a zoo model)")
+    module, _ = build_arch(arch)
+    expected = module.state_dict()
+    for key, value in state.items():
+        if key not in expected:
+            raise IngestError(f"checkpoint key {key!r} is not in {arch}; is --arch right?")
+        if tuple(expected[key].shape) != tuple(value.shape):
+            raise IngestError(
+                f"checkpoint {key!r} has shape {tuple(value.shape)}, {arch} expects {tuple(expected[key].shape)}"
+            )
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise IngestError(f"checkpoint lacks {missing[0]!r} (and {len(missing) - 1} more) that {arch} needs")
+    module.load_state_dict(state, strict=False)
+    return LoadedModel(module, arch, "checkpoint", str(path))
+
+
+def load_model(
+    source: str | nn.Module,
+    weights: str | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+) -> LoadedModel:
+    """Resolve ``source``: an ``nn.Module``, a checkpoint path (.pt/.pth/.safetensors), a
+    registered architecture or a torchvision model name."""
+    if isinstance(source, nn.Module):
+        return LoadedModel(source.eval(), arch or type(source).__name__, "module", "module")
+    path = Path(source)
+    if path.suffix in (".pt", ".pth", ".safetensors", ".bin", ".ckpt") or path.exists():
+        if not path.is_file():
+            raise IngestError(f"no checkpoint file {path}")
+        loaded = _load_checkpoint(path, arch, trust_pickle)
+    else:
+        module, weights_used = build_arch(str(source), weights)
+        loaded = LoadedModel(module, str(source), "builtin" if source in _ARCHS else "torchvision", weights_used)
+    loaded.module.eval()
+    return loaded

@@ -1,0 +1,1 @@
+"""Cypher for circuitatlas: every query text lives in :mod:`circuitatlas.queries.cypher`."""

@@ -1,0 +1,124 @@
+"""Every Cypher query circuitatlas runs, in one place and always parameterised.
+
+Values travel as parameters; the only text ever formatted into a query is a label
+or relationship type from this module's own constants.
+"""
+
+from __future__ import annotations
+
+# Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
+MODEL_LABELS = ("Neuron", "Layer")
+EDGE_TYPES = ("WEIGHT", "EXPANDED")
+
+SCHEMA = (
+    "CREATE CONSTRAINT model_id IF NOT EXISTS FOR (m:Model) REQUIRE m.id IS UNIQUE",
+    "CREATE CONSTRAINT layer_uid IF NOT EXISTS FOR (l:Layer) REQUIRE l.uid IS UNIQUE",
+    "CREATE CONSTRAINT neuron_uid IF NOT EXISTS FOR (n:Neuron) REQUIRE n.uid IS UNIQUE",
+    "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
+    "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
+)
+
+LIST_MODELS = """
+MATCH (m:Model)
+CALL (m) {
+  MATCH (n:Neuron {model: m.id})
+  RETURN count(n) AS neurons,
+         sum(COUNT { (n)-[:WEIGHT]->() }) AS weight_edges,
+         sum(COUNT { (n)-[:EXPANDED]->() }) AS expanded_edges
+}
+RETURN m.id AS id, m.arch AS arch, m.source AS source, m.weights AS weights, m.status AS status,
+       toString(m.created) AS created, COUNT { (m)-[:HAS_LAYER]->() } AS layers,
+       neurons, weight_edges, expanded_edges
+ORDER BY id
+"""
+
+MODEL_EXISTS = "MATCH (m:Model {id: $model}) RETURN m.status AS status"
+
+MARK_MODEL_STATUS = "MATCH (m:Model {id: $model}) SET m.status = $status"
+
+
+def delete_model_edges(rel_type: str) -> str:
+    """Delete one model's edges of a type in server-side batches (auto-commit only)."""
+    assert rel_type in EDGE_TYPES
+    return (
+        f"MATCH (:Neuron {{model: $model}})-[r:{rel_type}]->() "
+        "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS"
+    )
+
+
+def delete_model_nodes(label: str) -> str:
+    """Delete one model's nodes of a label in server-side batches (auto-commit only)."""
+    assert label in MODEL_LABELS
+    return f"MATCH (n:{label} {{model: $model}}) CALL (n) {{ DETACH DELETE n }} IN TRANSACTIONS OF $batch ROWS"
+
+
+def delete_incoming_edges(rel_type: str) -> str:
+    """Delete the edges of a type that end in one layer's neurons (a part to redo on resume)."""
+    assert rel_type in EDGE_TYPES
+    return (
+        f"MATCH (:Neuron {{model: $model, layer: $layer}})<-[r:{rel_type}]-() "
+        "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS"
+    )
+
+
+DELETE_MODEL_NODE = "MATCH (m:Model {id: $model}) DETACH DELETE m"
+
+DELETE_EVERYTHING = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS"
+
+SERVER_COMPONENTS = "CALL dbms.components() YIELD name, versions, edition RETURN name, versions[0] AS version, edition"
+
+# -- ingest -------------------------------------------------------------------------------------
+CREATE_MODEL = """
+CREATE (m:Model {id: $model, arch: $arch, source: $source, weights: $weights, status: 'ingesting',
+                 created: datetime(), input_size: $input_size, observation_layers: $observation_layers,
+                 plan: $plan, parts_done: []})
+"""
+
+MODEL_PLAN = "MATCH (m:Model {id: $model}) RETURN m.status AS status, m.plan AS plan, m.parts_done AS parts_done"
+
+CREATE_LAYERS = """
+MATCH (m:Model {id: $model})
+UNWIND $rows AS row
+CREATE (l:Layer {uid: row.uid, model: $model, name: row.name, kind: row.kind, channels: row.channels,
+                 order: row.order, shape: row.shape, observed: row.observed, folded_bn: row.folded_bn})
+CREATE (m)-[:HAS_LAYER]->(l)
+"""
+
+CREATE_NEURONS = """
+UNWIND $rows AS row
+MATCH (l:Layer {uid: $model + '/' + row.layer})
+CREATE (n:Neuron {uid: row.uid, model: $model, layer: row.layer, channel: row.channel, bias: row.bias})
+CREATE (l)-[:HAS_NEURON]->(n)
+"""
+
+CREATE_FEEDS = """
+UNWIND $rows AS row
+MATCH (a:Layer {uid: row.src}), (b:Layer {uid: row.dst})
+CREATE (a)-[:FEEDS {kind: row.kind}]->(b)
+"""
+
+
+def create_edges(rel_type: str) -> str:
+    """Edges grouped by target neuron: ``row = {dst, src: [...], kernel: [[...]], kh, kw, sum: [...], ...}``."""
+    assert rel_type in EDGE_TYPES
+    return f"""
+UNWIND $rows AS row
+MATCH (b:Neuron {{uid: row.dst}})
+UNWIND range(0, size(row.src) - 1) AS i
+MATCH (a:Neuron {{uid: row.src[i]}})
+CREATE (a)-[:{rel_type} {{kernel: row.kernel[i], kh: row.kh, kw: row.kw, sum: row.sum[i], l2: row.l2[i],
+                        max: row.max[i], min: row.min[i]}}]->(b)
+"""
+
+
+MARK_PART_DONE = "MATCH (m:Model {id: $model}) SET m.parts_done = m.parts_done + [$part]"
+
+MARK_COMPLETE = "MATCH (m:Model {id: $model}) SET m.status = 'complete', m.completed = datetime()"
+
+READ_EDGES = """
+MATCH (a:Neuron {model: $model, layer: $src})-[r]->(b:Neuron {model: $model, layer: $dst})
+WHERE type(r) = $rel_type
+RETURN a.channel AS src, b.channel AS dst, r.kernel AS kernel, r.kh AS kh, r.kw AS kw
+"""
+
+LAYER_INFO = "MATCH (l:Layer {uid: $uid}) RETURN l.channels AS channels, l.kind AS kind, l.shape AS shape"
