@@ -6,8 +6,10 @@ driver errors leave it as :mod:`circuitatlas.errors` exceptions with one-line me
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -71,6 +73,21 @@ def translate_errors(uri: str) -> Iterator[None]:
 
 def _first_line(exc: object) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _weighted_batches(
+    rows: Iterable[Mapping[str, Any]], size: int, weight: Callable[[Mapping[str, Any]], int]
+) -> Iterator[tuple[list[Mapping[str, Any]], int]]:
+    chunk: list[Mapping[str, Any]] = []
+    total = 0
+    for row in rows:
+        chunk.append(row)
+        total += weight(row)
+        if total >= size:
+            yield chunk, total
+            chunk, total = [], 0
+    if chunk:
+        yield chunk, total
 
 
 def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -142,20 +159,63 @@ class Store:
         rows: Iterable[Mapping[str, Any]],
         batch_size: int = DEFAULT_BATCH,
         on_batch: Callable[[int], None] | None = None,
+        weight: Callable[[Mapping[str, Any]], int] | None = None,
+        workers: int = 1,
         **params: Any,
     ) -> int:
         """Send ``rows`` as ``$rows`` in batches to an ``UNWIND $rows AS row ...`` query.
 
-        Rows are consumed lazily, so a generator never sits in memory whole. Returns the
-        number of rows written; ``on_batch(n)`` is called after each committed batch.
+        Rows are consumed lazily, so a generator never sits in memory whole. A batch closes
+        when its rows' ``weight`` (default 1 each) reaches ``batch_size``. With ``workers > 1``
+        that many transactions run at once (at most two batches each in flight). Returns the
+        total weight written; ``on_batch(weight)`` is called after each committed batch.
         """
+        weigh = weight or (lambda row: 1)
+
+        def send(session: neo4j.Session, chunk: list[Mapping[str, Any]]) -> None:
+            session.execute_write(lambda tx: tx.run(query, rows=chunk, **params).consume())
+
         total = 0
-        with translate_errors(self.uri), self.session() as session:
-            for chunk in batched(rows, batch_size):
-                session.execute_write(lambda tx, chunk=chunk: tx.run(query, rows=chunk, **params).consume())
-                total += len(chunk)
-                if on_batch is not None:
-                    on_batch(len(chunk))
+        with translate_errors(self.uri):
+            if workers <= 1:
+                with self.session() as session:
+                    for chunk, w in _weighted_batches(rows, batch_size, weigh):
+                        send(session, chunk)
+                        total += w
+                        if on_batch is not None:
+                            on_batch(w)
+                return total
+            local = threading.local()
+            sessions: list[neo4j.Session] = []
+
+            def work(chunk: list[Mapping[str, Any]]) -> None:
+                if not hasattr(local, "session"):
+                    local.session = self.session()
+                    sessions.append(local.session)
+                send(local.session, chunk)
+
+            pending: list[tuple[concurrent.futures.Future, int]] = []
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                try:
+                    for chunk, w in _weighted_batches(rows, batch_size, weigh):
+                        pending.append((pool.submit(work, chunk), w))
+                        while len(pending) >= 2 * workers or (pending and pending[0][0].done()):
+                            future, done_w = pending.pop(0)
+                            future.result()
+                            total += done_w
+                            if on_batch is not None:
+                                on_batch(done_w)
+                    for future, done_w in pending:
+                        future.result()
+                        total += done_w
+                        if on_batch is not None:
+                            on_batch(done_w)
+                finally:
+                    for future, _ in pending:
+                        future.cancel()
+                    pool.shutdown(wait=True)
+                    for session in sessions:
+                        session.close()
         return total
 
     def query_read_only(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -145,11 +145,12 @@ def expanded_kernels(
     dst: str,
     linear: fx.GraphModule | None = None,
     max_batch_floats: int = 50_000_000,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Expanded kernels from observation layer ``src`` to ``dst``.
 
-    Returns ``(out_idx, in_idx, kernels)`` with kernels (n, kh, kw), all-zero ones left out;
-    every kernel of the pair shares one (kh, kw) window.
+    Returns ``(out_idx, in_idx, kernels, origin)`` with kernels (n, kh, kw), all-zero ones left
+    out; every kernel of the pair shares one (kh, kw) window whose top-left corner is ``origin``
+    (row, col) in ``src``'s map, for ``dst``'s central position (H // 2, W // 2).
     """
     lin = linear if linear is not None else linearise(graph.graph_module)
     a_name, b_name = graph.output_nodes[src], graph.output_nodes[dst]
@@ -180,11 +181,11 @@ def expanded_kernels(
                                                  max(union[3], x1)]
     if union is None:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros((0, 1, 1), dtype=np.float32)
+        return empty, empty, np.zeros((0, 1, 1), dtype=np.float32), (0, 0)
     kh, kw = union[1] - union[0], union[3] - union[2]
     full = np.zeros((c_b, c_a, kh, kw), dtype=np.float32)
     for start, g, (y0, y1, x0, x1) in crops:
         full[start:start + g.shape[0], :, y0 - union[0]:y1 - union[0], x0 - union[2]:x1 - union[2]] = g
     nonzero = np.abs(full).reshape(c_b, c_a, -1).max(axis=2) > 0
     out_idx, in_idx = np.nonzero(nonzero)
-    return out_idx.astype(np.int64), in_idx.astype(np.int64), full[out_idx, in_idx]
+    return out_idx.astype(np.int64), in_idx.astype(np.int64), full[out_idx, in_idx], (union[0], union[2])

@@ -31,7 +31,8 @@ def edge_blocks_for(graph: LayerGraph):
             return
         if linear is None:
             linear = linearise(graph.graph_module)
-        yield (part.src, *expanded_kernels(graph, part.src, part.dst, linear))
+        out_idx, in_idx, kernels, _origin = expanded_kernels(graph, part.src, part.dst, linear)
+        yield part.src, out_idx, in_idx, kernels
 
     return blocks
 

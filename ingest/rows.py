@@ -77,9 +77,8 @@ def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndar
 
 
 def kernel_rows(
-    model: str,
-    src_layer: str,
-    dst_layer: str,
+    src_ids: list[str],
+    dst_ids: list[str],
     out_idx: np.ndarray,
     in_idx: np.ndarray,
     kernels: np.ndarray,
@@ -88,8 +87,10 @@ def kernel_rows(
 ) -> Iterator[dict]:
     """Edge rows grouped by target neuron, with kernel statistics; all-zero kernels are dropped.
 
-    ``kernels`` is (n, kh, kw); edges below ``min_l2`` are pruned, and with ``top_k`` only the
-    ``top_k`` strongest (by l2) inputs of each target neuron are kept.
+    ``src_ids[c]`` / ``dst_ids[c]`` are the store ids of channel ``c`` of the source and target
+    layers; ``kernels`` is (n, kh, kw). Edges below ``min_l2`` are pruned, and with ``top_k``
+    only the ``top_k`` strongest (by l2) inputs of each target neuron are kept. A row is
+    ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw, sum: [...], l2, max, min}``.
     """
     n, kh, kw = kernels.shape
     flat = kernels.reshape(n, kh * kw).astype(np.float64)
@@ -104,11 +105,11 @@ def kernel_rows(
             continue
         if top_k is not None:
             group = group[:top_k]
-        o = int(out_idx[group[0]])
         yield {
-            "dst": neuron_uid(model, dst_layer, o),
-            "src": [neuron_uid(model, src_layer, int(i)) for i in in_idx[group]],
-            "kernel": flat[group].tolist(),
+            "d": dst_ids[int(out_idx[group[0]])],
+            "s": [src_ids[int(i)] for i in in_idx[group]],
+            "k": flat[group].reshape(-1).tolist(),
+            "n": kh * kw,
             "kh": kh,
             "kw": kw,
             **{name: values[group].tolist() for name, values in stats.items()},

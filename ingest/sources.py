@@ -85,9 +85,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            return None  # a pickled module: needs --trust-pickle
-        raise IngestError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        if "Unsupported global" in str(exc):
+            return None  # a pickled module (or other objects): needs --trust-pickle
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        reason = next((line for line in lines if "Error" in line), lines[0])
+        raise IngestError(f"cannot read checkpoint {path}: {reason.strip()[:200]}") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -31,7 +31,8 @@ class IngestOptions:
     expanded: bool = True
     min_l2: float = 0.0
     top_k_per_neuron: int | None = None
-    batch_size: int = 2000  # target neurons per transaction (each carries all its inputs)
+    batch_size: int = 20_000  # edges per transaction
+    workers: int = 2  # concurrent write transactions
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,18 @@ def write_model(
                     input_size=list(graph.input_shape), **meta)
 
     progress.start(sum(p.edges_estimate for p in parts if p.name not in done))
+    id_cache: dict[str, list[str]] = {}
+
+    def ids(layer: str) -> list[str]:
+        """Store ids of a layer's neurons by channel (looked up once per layer)."""
+        if layer not in id_cache:
+            found = store.read(cypher.NEURON_IDS, model=model, layer=layer)
+            by_channel = [""] * graph.layers[layer].channels
+            for row in found:
+                by_channel[row["channel"]] = row["id"]
+            id_cache[layer] = by_channel
+        return id_cache[layer]
+
     for part in parts:
         if part.name in done:
             continue
@@ -138,18 +151,16 @@ def write_model(
                                  batch=10_000)
             query = cypher.create_edges(part.rel_type)
             for src, out_idx, in_idx, kernels in edge_blocks(part):
-                edge_rows = rows.kernel_rows(model, src, part.dst, out_idx, in_idx, kernels,
+                edge_rows = rows.kernel_rows(ids(src), ids(part.dst), out_idx, in_idx, kernels,
                                              options.min_l2, options.top_k_per_neuron)
-                counted = _count_edges(edge_rows, progress)
-                store.write_rows(query, counted, batch_size=options.batch_size)
+                store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=progress.edges,
+                                 weight=_edge_count, workers=options.workers)
         store.write(cypher.MARK_PART_DONE, model=model, part=part.name)
     store.write(cypher.MARK_COMPLETE, model=model)
 
 
-def _count_edges(edge_rows: Iterator[dict], progress: Progress) -> Iterator[dict]:
-    for row in edge_rows:
-        progress.edges(len(row["src"]))
-        yield row
+def _edge_count(row: dict) -> int:
+    return len(row["s"])
 
 
 def _write_nodes(store: Store, model: str, graph: LayerGraph, options: IngestOptions) -> None:

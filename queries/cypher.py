@@ -99,16 +99,21 @@ CREATE (a)-[:FEEDS {kind: row.kind}]->(b)
 
 
 def create_edges(rel_type: str) -> str:
-    """Edges grouped by target neuron: ``row = {dst, src: [...], kernel: [[...]], kh, kw, sum: [...], ...}``."""
+    """Edges grouped by target neuron, endpoints by element id:
+    ``row = {d: eid, s: [eid...], k: [kh*kw floats per edge, concatenated], n: kh*kw, kh, kw,
+    sum: [...], l2: [...], max: [...], min: [...]}``."""
     assert rel_type in EDGE_TYPES
     return f"""
 UNWIND $rows AS row
-MATCH (b:Neuron {{uid: row.dst}})
-UNWIND range(0, size(row.src) - 1) AS i
-MATCH (a:Neuron {{uid: row.src[i]}})
-CREATE (a)-[:{rel_type} {{kernel: row.kernel[i], kh: row.kh, kw: row.kw, sum: row.sum[i], l2: row.l2[i],
-                        max: row.max[i], min: row.min[i]}}]->(b)
+MATCH (b) WHERE elementId(b) = row.d
+UNWIND range(0, size(row.s) - 1) AS i
+MATCH (a) WHERE elementId(a) = row.s[i]
+CREATE (a)-[:{rel_type} {{kernel: row.k[i * row.n..(i + 1) * row.n], kh: row.kh, kw: row.kw, sum: row.sum[i],
+                        l2: row.l2[i], max: row.max[i], min: row.min[i]}}]->(b)
 """
+
+
+NEURON_IDS = "MATCH (n:Neuron {model: $model, layer: $layer}) RETURN n.channel AS channel, elementId(n) AS id"
 
 
 MARK_PART_DONE = "MATCH (m:Model {id: $model}) SET m.parts_done = m.parts_done + [$part]"
