@@ -9,6 +9,9 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    import networkx as nx
+
+    from circuitatlas.analysis.svd import SvdResult
     from circuitatlas.ingest.writer import Progress
 
 from circuitatlas.config import resolve_connection
@@ -112,3 +115,70 @@ class Atlas:
         from circuitatlas.queries.weights import read_weights
 
         return read_weights(self.store, model, src_layer, dst_layer, kind)
+
+    def subgraph(
+        self, model: str, layers: Iterable[str], kind: str = "expanded", min_l2: float = 0.0,
+        top_k: int | None = None,
+    ) -> "nx.DiGraph":
+        """Neurons of ``layers`` and the ``kind`` ("expanded" or "direct") edges among them, with
+        neuron properties on nodes and kernels as numpy arrays on edges (strongest ``top_k`` per
+        target when given)."""
+        from circuitatlas.queries.subgraph import subgraph
+
+        return subgraph(self.store, model, layers, kind, min_l2, top_k)
+
+    def analyze_svd(
+        self, model: str, src_layer: str, dst_layer: str, k: int | None = None, kind: str = "auto",
+        plot: str | None = None,
+    ) -> "SvdResult":
+        """SVD co-clustering of |W| from ``src_layer`` to ``dst_layer`` (expanded weights when
+        stored, else direct), written back as ``svd_in``/``svd_out`` coordinates and
+        ``cluster_in``/``cluster_out`` ids on the neurons plus ``(:Cluster)`` nodes joined by
+        ``IN_CLUSTER``. Layers made of branches get a cluster x branch report in
+        ``result.branch_reports``. ``plot`` saves a PNG of both sides. Re-running replaces."""
+        from circuitatlas.analysis.svd import branch_contingency, svd_clusters
+        from circuitatlas.errors import NotFound
+        from circuitatlas.queries import cypher
+        from circuitatlas.queries.weights import read_weights
+        from circuitatlas.queries.writeback import svd_analysis_key, write_clusters
+
+        kinds = ["expanded", "direct"] if kind == "auto" else [kind]
+        for i, candidate in enumerate(kinds):
+            try:
+                W = read_weights(self.store, model, src_layer, dst_layer, candidate)
+                kind = candidate
+                break
+            except NotFound:
+                if i == len(kinds) - 1:
+                    raise
+        result = svd_clusters(W, k)
+        result.params.update({"kind": kind, "src": src_layer, "dst": dst_layer})
+        sides = {}
+        for side, layer, labels, coords in (("input", src_layer, result.input_clusters, result.input_coords),
+                                            ("output", dst_layer, result.output_clusters, result.output_coords)):
+            neurons = self.store.read(cypher.LAYER_NEURONS, model=model, layer=layer)
+            sides[side] = ([n["uid"] for n in neurons], labels, coords)
+            branches = [n["branch"] for n in neurons]
+            if all(branches) and len(set(branches)) > 1:
+                result.branch_reports[side] = branch_contingency(labels, branches)
+        analysis = svd_analysis_key(src_layer, dst_layer, kind, k)
+        write_clusters(self.store, model, analysis, "svd", src_layer, dst_layer, result.k, sides, result.params)
+        result.params["analysis"] = analysis
+        if plot:
+            from circuitatlas.analysis.plots import svd_scatter
+
+            thumbs = [self._first_layer_thumbnails(model, layer) for layer in (src_layer, dst_layer)]
+            svd_scatter(result, f"{model}: {src_layer} -> {dst_layer} ({kind})", *thumbs).save(plot)
+        return result
+
+    def _first_layer_thumbnails(self, model: str, layer: str) -> dict | None:
+        """RGB pictures of a layer's filters when it reads the image directly, else None."""
+        from circuitatlas.analysis.plots import rgb_thumbnail
+        from circuitatlas.errors import NotFound
+        from circuitatlas.queries.weights import read_weights
+
+        try:
+            W = read_weights(self.store, model, "input", layer)
+        except NotFound:
+            return None
+        return {unit: rgb_thumbnail(W[unit]) for unit in range(W.shape[0])} if W.shape[1] == 3 else None

@@ -264,6 +264,60 @@ def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str 
     _echo_json(asdict(summary)) if as_json else click.echo(_ingest_summary(summary, time.monotonic() - began))
 
 
+@main.group(cls=_Group)
+def analyze() -> None:
+    """Analyses whose results are written back onto the graph."""
+
+
+@analyze.command("svd")
+@click.argument("model")
+@click.option("--from", "src", required=True, help="Source layer (e.g. inception3a).")
+@click.option("--to", "dst", required=True, help="Target layer (e.g. inception3b).")
+@click.option("-k", "k", type=int, help="Number of clusters (default: from the spectral gap).")
+@click.option("--kind", type=click.Choice(["auto", "expanded", "direct"]), default="auto", show_default=True,
+              help="Which weights: expanded when stored, else direct.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Save a PNG of both sides' layout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def analyze_svd_cmd(obj: CliContext, model: str, src: str, dst: str, k: int | None, kind: str, plot: str | None,
+                    as_json: bool) -> None:
+    """SVD co-clustering of |W| between two layers (branch specialization)."""
+    result = obj.atlas.analyze_svd(model, src, dst, k=k, kind=kind, plot=plot)
+    data = svd_summary(result)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"{model}: {src} -> {dst} ({data['kind']} weights): k={data['k']}, "
+               f"singular values {', '.join(f'{v:.3f}' for v in data['singular_values'][:6])}")
+    for side in ("input", "output"):
+        sizes = data[f"{side}_cluster_sizes"]
+        click.echo(f"  {side} clusters: " + ", ".join(f"#{i}: {n} units" for i, n in enumerate(sizes)))
+    for side, rep in data["branch_reports"].items():
+        click.echo(f"  {side} branches: cluster {rep['cluster']} holds {rep['count']} units of {rep['branch']} "
+                   f"(p = {rep['p_value']:.2g})")
+    if plot:
+        click.echo(f"  plot: {plot}")
+
+
+def svd_summary(result: Any) -> dict[str, Any]:
+    """An SvdResult as plain data (for --json and the demo)."""
+    import numpy as np
+
+    reports = {}
+    for side, rep in result.branch_reports.items():
+        cluster, branch, count, p = rep.strongest()
+        reports[side] = {"cluster": cluster, "branch": branch, "count": count, "p_value": p,
+                         "branches": rep.branches, "counts": rep.counts.tolist(), "p_values": rep.p_values.tolist()}
+    return {
+        "kind": result.params.get("kind"), "analysis": result.params.get("analysis"), "k": result.k,
+        "singular_values": [float(v) for v in result.singular_values[:20]],
+        "input_clusters": result.input_clusters.tolist(), "output_clusters": result.output_clusters.tolist(),
+        "input_cluster_sizes": np.bincount(result.input_clusters, minlength=result.k).tolist(),
+        "output_cluster_sizes": np.bincount(result.output_clusters, minlength=result.k).tolist(),
+        "branch_reports": reports,
+    }
+
+
 @main.command("demo")
 @click.option("--name", default="demo", show_default=True, help="Model id for the demo network.")
 @click.pass_context

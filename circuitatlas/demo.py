@@ -63,6 +63,9 @@ DEMO_QUERIES = (
     ("the strongest expanded weights between observation layers",
      "MATCH (a:Neuron {model: $model})-[e:EXPANDED]->(b:Neuron) "
      "RETURN a.uid AS src, b.uid AS dst, e.sum AS sum ORDER BY abs(e.sum) DESC LIMIT 5"),
+    ("the SVD clusters of the first layer, with their members",
+     "MATCH (n:Neuron)-[:IN_CLUSTER]->(c:Cluster {model: $model, side: 'input'}) "
+     "RETURN c.analysis AS analysis, c.index AS cluster, collect(n.channel) AS channels ORDER BY cluster"),
 )
 
 
@@ -76,10 +79,21 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
         progress.close()
     echo(f"ingested {summary.id}: {summary.layers} layers, {summary.neurons} neurons, "
          f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges")
+    from circuitatlas import paths
+
+    plot_dir = paths.artifacts_dir() / name
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_dir / "svd-stem.0-block1.png"
+    svd = atlas.analyze_svd(name, "stem.0", "block1", plot=str(plot))
+    echo(f"SVD of |expanded W| stem.0 -> block1: k={svd.k}, input cluster sizes "
+         f"{[int((svd.input_clusters == c).sum()) for c in range(svd.k)]}; written as svd_in/svd_out, "
+         f"cluster_in/cluster_out and (:Cluster) nodes")
+    echo(f"  plot: {plot}")
     params = {"uid": f"{name}/stem.0:0", "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
         shown = query.replace("$uid", repr(params["uid"])).replace("$model", repr(name))
         echo(f"  # {title}\n  circuitatlas cypher \"{shown}\"")
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
-            "expanded_edges": summary.expanded_edges, "queries": [q for _, q in DEMO_QUERIES]}
+            "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
+            "queries": [q for _, q in DEMO_QUERIES]}

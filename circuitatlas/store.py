@@ -141,6 +141,12 @@ class Store:
             )
         return [record.data() for record in records]
 
+    def stream(self, query: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Run a read query and yield rows one at a time (the result is never held whole)."""
+        with translate_errors(self.uri), self.session(read=True) as session:
+            for record in session.run(query, params):
+                yield record.data()
+
     def write(self, query: str, **params: Any) -> dict[str, int]:
         """Run our own write query in one transaction; returns the update counters."""
         with translate_errors(self.uri):

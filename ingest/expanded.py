@@ -144,7 +144,7 @@ def expanded_kernels(
     src: str,
     dst: str,
     linear: fx.GraphModule | None = None,
-    max_batch_floats: int = 50_000_000,
+    max_batch_floats: int = 20_000_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Expanded kernels from observation layer ``src`` to ``dst``.
 

@@ -54,6 +54,7 @@ class LayerInfo:
     channels: int
     order: int
     shape: tuple[int, ...]  # output shape without the batch dim: (C, H, W) or (C,)
+    branches: list[str | None] | None = None  # block layers: the branch each channel comes from
 
 
 @dataclass
@@ -260,6 +261,8 @@ def build_layer_graph(
         node = _block_output(gm, name)
         node_shape = _shape(node)
         add_layer(name, "block", node_shape[1:], node)
+        if node.name in prov:
+            layers[name].branches = [_branch_of(name, sources) for sources in prov[node.name].channels]
     position = {node.name: i for i, node in enumerate(gm.graph.nodes)}
     by_position = sorted(layers.values(), key=lambda info: (position[output_nodes[info.name]], info.kind == "block"))
     layers = {info.name: info for info in by_position}
@@ -269,6 +272,18 @@ def build_layer_graph(
     feeds = sorted({(src, w.name) for w in weight_layers.values() for srcs in w.sources for src, _ in srcs},
                    key=lambda p: (layers[p[1]].order, layers[p[0]].order))
     return LayerGraph(layers, weight_layers, observed, feeds, gm, output_nodes, tuple(input_size))
+
+
+def _branch_of(block: str, sources: tuple[Source, ...]) -> str | None:
+    """The child module of ``block`` that a channel comes from, when it comes from exactly one
+    (``inception3a.branch2.1.conv`` -> ``branch2``); None for residual sums or outside sources."""
+    layers = {layer for layer, _ in sources}
+    if len(layers) != 1:
+        return None
+    (layer,) = layers
+    if not layer.startswith(block + "."):
+        return None
+    return layer[len(block) + 1:].split(".")[0]
 
 
 def _foldable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -44,6 +44,8 @@ def neuron_rows(model: str, graph: LayerGraph) -> Iterator[dict]:
             row = {"uid": neuron_uid(model, info.name, c), "layer": info.name, "channel": c}
             if bias is not None:
                 row["bias"] = float(bias[c])
+            if info.branches is not None and info.branches[c] is not None:
+                row["branch"] = info.branches[c]
             yield row
 
 

@@ -7,15 +7,17 @@ or relationship type from this module's own constants.
 from __future__ import annotations
 
 # Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
-MODEL_LABELS = ("Neuron", "Layer")
+MODEL_LABELS = ("Neuron", "Layer", "Cluster")
 EDGE_TYPES = ("WEIGHT", "EXPANDED")
 
 SCHEMA = (
     "CREATE CONSTRAINT model_id IF NOT EXISTS FOR (m:Model) REQUIRE m.id IS UNIQUE",
     "CREATE CONSTRAINT layer_uid IF NOT EXISTS FOR (l:Layer) REQUIRE l.uid IS UNIQUE",
     "CREATE CONSTRAINT neuron_uid IF NOT EXISTS FOR (n:Neuron) REQUIRE n.uid IS UNIQUE",
+    "CREATE CONSTRAINT cluster_uid IF NOT EXISTS FOR (c:Cluster) REQUIRE c.uid IS UNIQUE",
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
+    "CREATE INDEX cluster_analysis IF NOT EXISTS FOR (c:Cluster) ON (c.model, c.analysis)",
 )
 
 LIST_MODELS = """
@@ -87,7 +89,8 @@ CREATE (m)-[:HAS_LAYER]->(l)
 CREATE_NEURONS = """
 UNWIND $rows AS row
 MATCH (l:Layer {uid: $model + '/' + row.layer})
-CREATE (n:Neuron {uid: row.uid, model: $model, layer: row.layer, channel: row.channel, bias: row.bias})
+CREATE (n:Neuron {uid: row.uid, model: $model, layer: row.layer, channel: row.channel, bias: row.bias,
+                  branch: row.branch})
 CREATE (l)-[:HAS_NEURON]->(n)
 """
 
@@ -127,3 +130,48 @@ RETURN a.channel AS src, b.channel AS dst, r.kernel AS kernel, r.kh AS kh, r.kw 
 """
 
 LAYER_INFO = "MATCH (l:Layer {uid: $uid}) RETURN l.channels AS channels, l.kind AS kind, l.shape AS shape"
+
+# -- subgraphs -----------------------------------------------------------------------------------
+SUBGRAPH = """
+CALL () {
+  MATCH (n:Neuron {model: $model}) WHERE n.layer IN $layers
+  RETURN 'node' AS what, properties(n) AS props, null AS src, null AS dst, null AS edge
+  UNION ALL
+  MATCH (a:Neuron {model: $model})-[r]->(b:Neuron {model: $model})
+  WHERE type(r) = $rel_type AND a.layer IN $layers AND b.layer IN $layers AND r.l2 >= $min_l2
+  WITH b, a, r ORDER BY r.l2 DESC
+  WITH b, collect({src: a.uid, edge: properties(r)}) AS incoming
+  UNWIND incoming[0..coalesce($top_k, size(incoming))] AS e
+  RETURN 'edge' AS what, null AS props, e.src AS src, b.uid AS dst, e.edge AS edge
+}
+RETURN what, props, src, dst, edge
+"""
+
+LAYER_NEURONS = """
+MATCH (n:Neuron {model: $model, layer: $layer})
+RETURN n.channel AS channel, n.uid AS uid, n.branch AS branch ORDER BY channel
+"""
+
+# -- analysis write-back -------------------------------------------------------------------------
+DELETE_ANALYSIS = "MATCH (c:Cluster {model: $model, analysis: $analysis}) DETACH DELETE c"
+
+CREATE_CLUSTERS = """
+UNWIND $rows AS row
+CREATE (:Cluster {uid: row.uid, model: $model, method: $method, analysis: $analysis, k: $k, side: row.side,
+                  index: row.index, size: row.size, src_layer: $src, dst_layer: $dst, params: $params})
+"""
+
+_SVD_SIDES = {"input": ("svd_in", "cluster_in", "svd_in_analysis"),
+              "output": ("svd_out", "cluster_out", "svd_out_analysis")}
+
+
+def assign_clusters(side: str) -> str:
+    """Coordinates and cluster ids onto neurons of one side, and their IN_CLUSTER edges."""
+    coords, cluster, analysis = _SVD_SIDES[side]
+    return f"""
+UNWIND $rows AS row
+MATCH (n:Neuron {{uid: row.uid}})
+MATCH (c:Cluster {{uid: row.cluster}})
+SET n.{coords} = row.coords, n.{cluster} = row.index, n.{analysis} = $analysis
+CREATE (n)-[:IN_CLUSTER {{side: '{side}'}}]->(c)
+"""
