@@ -23,11 +23,12 @@ def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind:
         if not info:
             raise NotFound(f"no layer {layer!r} in model {model!r}")
         shapes.append(info[0]["channels"])
-    rows = store.read(cypher.READ_EDGES, model=model, src=src_layer, dst=dst_layer, rel_type=_REL[kind])
-    if not rows:
+    out = None
+    for row in store.stream(cypher.read_edges(_REL[kind]), model=model, src=src_layer, dst=dst_layer):
+        if out is None:
+            out = np.zeros((shapes[1], shapes[0], row["kh"], row["kw"]), dtype=np.float32)
+        kernels = np.asarray(row["kernels"], dtype=np.float32).reshape(len(row["src"]), row["kh"], row["kw"])
+        out[row["dst"], row["src"]] = kernels
+    if out is None:
         raise NotFound(f"no {kind} edges from {src_layer} to {dst_layer} in model {model!r}")
-    kh, kw = rows[0]["kh"], rows[0]["kw"]
-    out = np.zeros((shapes[1], shapes[0], kh, kw), dtype=np.float32)
-    for row in rows:
-        out[row["dst"], row["src"]] = np.asarray(row["kernel"], dtype=np.float32).reshape(kh, kw)
     return out

@@ -1,0 +1,190 @@
+"""Tuning curves: how units respond as a stimulus rotates (radial tuning) or bends (curvature).
+
+Responses are read at the receptive-field centre of each channel's map (or the maximum over
+positions), from a forward hook that is always removed and that stops the forward pass at the
+layer, so deep models pay only for the layers they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from circuitatlas.analysis import stimuli
+
+__all__ = ["TuningResult", "layer_activations", "receptive_field_centre", "radial_tuning", "curvature_tuning",
+           "circular_mean"]
+
+
+class _Stop(Exception):
+    """Raised from a hook to end the forward pass once the layer has been computed."""
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, layer: str) -> Iterator[dict]:
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(f"{type(model).__name__} has no layer {layer!r}") from None
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        store["out"] = output
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """The output of ``layer`` (N, C, H, W) for ``images`` (N, 3, H, W), stopping the forward there."""
+    with _capture(model, layer) as store, (contextlib.nullcontext() if grad else torch.no_grad()):
+        try:
+            model(images)
+        except _Stop:
+            pass
+    if "out" not in store:
+        raise ValueError(f"layer {layer!r} was not reached by the forward pass")
+    return store["out"]
+
+
+def receptive_field_centre(model: nn.Module, layer: str, size: int, device: torch.device | str = "cpu"
+                           ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(input pixel, output position): the input position that the centre unit of ``layer``'s
+    map looks at, found by autograd (centre of mass of |d output / d input|)."""
+    x = torch.full((1, 3, size, size), 0.5, device=device, requires_grad=True)
+    out = layer_activations(model, layer, x, grad=True)
+    h, w = out.shape[2] // 2, out.shape[3] // 2
+    (g,) = torch.autograd.grad(out[0, :, h, w].abs().sum() + out[0, :, h, w].sum(), x, allow_unused=True)
+    mass = g.abs().sum(dim=(0, 1)).detach().cpu().numpy() if g is not None else None
+    if mass is None or mass.sum() == 0:
+        return (size // 2, size // 2), (h, w)
+    rows, cols = np.mgrid[0:size, 0:size]
+    r = float((rows * mass).sum() / mass.sum())
+    c = float((cols * mass).sum() / mass.sum())
+    return (int(round(r)), int(round(c))), (h, w)
+
+
+def circular_mean(angles_deg: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Preferred angle (degrees in [0, 360)) and vector strength in [0, 1] of non-negative
+    ``weights`` (n, C) over ``angles_deg`` (n,).
+
+    >>> pref, strength = circular_mean(np.array([0, 90, 180, 270]), np.array([[0.0], [1.0], [0.0], [0.0]]))
+    >>> float(pref[0]), float(strength[0])
+    (90.0, 1.0)
+    """
+    w = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    z = (w * np.exp(1j * np.deg2rad(angles_deg))[:, None]).sum(0)
+    total = w.sum(0)
+    pref = np.degrees(np.angle(z)) % 360
+    strength = np.where(total > 0, np.abs(z) / np.where(total > 0, total, 1), 0.0)
+    return np.round(pref, 9) % 360, strength
+
+
+@dataclass
+class TuningResult:
+    """Responses (n_angles, C) of ``channels`` of ``layer`` to a stimulus rotated over ``angles``."""
+
+    layer: str
+    channels: list[int]
+    angles: np.ndarray
+    responses: np.ndarray
+    preferred_deg: np.ndarray  # circular mean of the rectified response
+    selectivity: np.ndarray  # vector strength: 1 = responds to one angle only, 0 = untuned
+    stimulus: str
+    params: dict = field(default_factory=dict)
+
+
+def _device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _responses(model, layer, images: np.ndarray, channels, at, max_over_positions, device, batch, mean_std):
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).to(device)
+        if mean_std is not None:
+            mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in mean_std)
+            x = (x - mean) / std
+        act = layer_activations(model, layer, x)
+        act = act[:, channels]
+        out.append((act.amax(dim=(2, 3)) if max_over_positions else act[:, :, at[0], at[1]]).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def radial_tuning(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int] | None = None,
+    stimulus: str = "curve",
+    n_angles: int = 64,
+    size: int = 64,
+    max_over_positions: bool = False,
+    batch: int = 64,
+    device: str | torch.device | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    **stimulus_params,
+) -> TuningResult:
+    """Rotate ``stimulus`` (a name in :data:`stimuli.STIMULI` with an ``orientation``) over
+    ``n_angles`` angles, centred on the receptive field of ``layer``'s centre unit, and read each
+    channel's response there (or its maximum over positions).
+
+    ``normalize=(mean, std)`` is applied to the images first (ImageNet models want it).
+    """
+    model = model.eval()
+    device = _device(device, model)
+    (row, col), at = receptive_field_centre(model, layer, size, device)
+    angles = np.arange(n_angles) * 360.0 / n_angles
+    fn = stimuli.STIMULI.get(stimulus)
+    if fn is None or "orientation" not in fn.__code__.co_varnames:
+        raise ValueError(f"stimulus {stimulus!r} has no orientation to rotate; "
+                         f"choose one of {sorted(n for n, f in stimuli.STIMULI.items() if 'orientation' in f.__code__.co_varnames)}")
+    params = {"size": size, **stimulus_params}
+    if "position" in fn.__code__.co_varnames and "position" not in params:
+        params["position"] = (row, col)
+    images = np.stack([fn(orientation=a, **params) for a in angles])
+    if channels is None:
+        channels = list(range(layer_activations(model, layer, torch.from_numpy(images[:1]).permute(0, 3, 1, 2)
+                                                 .to(device)).shape[1]))
+    channels = list(channels)
+    responses = _responses(model, layer, images, channels, at, max_over_positions, device, batch, normalize)
+    preferred, strength = circular_mean(angles, responses)
+    return TuningResult(layer, channels, angles, responses, preferred, strength, stimulus,
+                        {**{k: v for k, v in params.items() if k != "position"}, "position": [row, col],
+                         "n_angles": n_angles, "max_over_positions": max_over_positions})
+
+
+def curvature_tuning(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    orientations: Sequence[float],
+    radii: Sequence[float] = (2, 3, 4, 5, 6, 8, 10, 14, 20, 40),
+    size: int = 64,
+    device: str | torch.device | None = None,
+    **curve_params,
+) -> np.ndarray:
+    """Responses (len(radii), len(channels)) to curves of each radius at each channel's
+    ``orientations`` (usually its preferred one); a straight line is the large-radius limit."""
+    model = model.eval()
+    device = _device(device, model)
+    (row, col), at = receptive_field_centre(model, layer, size, device)
+    out = np.zeros((len(radii), len(channels)))
+    for j, (channel, orientation) in enumerate(zip(channels, orientations)):
+        images = np.stack([stimuli.curve(orientation, radius=r, size=size, position=(row, col), **curve_params)
+                           for r in radii])
+        out[:, j] = _responses(model, layer, images, [channel], at, False, device, 64, None)[:, 0]
+    return out
