@@ -21,7 +21,7 @@ from ingest import machine  # noqa: E402  (bench/ingest.py)
 from circuitatlas.api import Atlas  # noqa: E402
 from circuitatlas.analysis.svd import svd_clusters  # noqa: E402
 from circuitatlas.localserver import LocalServer, free_port  # noqa: E402
-from circuitatlas.queries.weights import read_weights  # noqa: E402
+from circuitatlas.queries.weights import read_abs_sums  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
             began = time.monotonic()
             for src, dst in zip(layers, layers[1:]):
                 t0 = time.monotonic()
-                W = read_weights(atlas.store, "bench", src, dst, "expanded")
+                W = read_abs_sums(atlas.store, "bench", src, dst, "expanded")  # sum |W| per edge (l1)
                 t1 = time.monotonic()
                 r = svd_clusters(W)
                 t2 = time.monotonic()

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
 
     import networkx as nx
 
+    from circuitatlas.analysis.examples import Example
     from circuitatlas.analysis.svd import SvdResult
+    from circuitatlas.analysis.tuning import TuningResult
     from circuitatlas.ingest.writer import Progress
 
 from circuitatlas.config import resolve_connection
@@ -139,13 +141,13 @@ class Atlas:
         from circuitatlas.analysis.svd import branch_contingency, svd_clusters
         from circuitatlas.errors import NotFound
         from circuitatlas.queries import cypher
-        from circuitatlas.queries.weights import read_weights
+        from circuitatlas.queries.weights import read_abs_sums
         from circuitatlas.queries.writeback import svd_analysis_key, write_clusters
 
         kinds = ["expanded", "direct"] if kind == "auto" else [kind]
         for i, candidate in enumerate(kinds):
             try:
-                W = read_weights(self.store, model, src_layer, dst_layer, candidate)
+                W = read_abs_sums(self.store, model, src_layer, dst_layer, candidate)
                 kind = candidate
                 break
             except NotFound:
@@ -182,3 +184,92 @@ class Atlas:
         except NotFound:
             return None
         return {unit: rgb_thumbnail(W[unit]) for unit in range(W.shape[0])} if W.shape[1] == 3 else None
+
+    def model_meta(self, model: str) -> dict:
+        """The Model node's properties (raises NotFound for an unknown id)."""
+        from circuitatlas.errors import NotFound
+        from circuitatlas.queries import cypher
+
+        rows = self.store.read(cypher.MODEL_META, model=model)
+        if not rows:
+            raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
+        return rows[0]["meta"]
+
+    def module(self, model: str, trust_pickle: bool = False) -> "nn.Module":
+        """Rebuild the network of a stored model from what ingest recorded (source, arch, weights)."""
+        from circuitatlas.ingest.sources import rebuild
+
+        return rebuild(self.model_meta(model), trust_pickle=trust_pickle)
+
+    def _check_layer(self, model: str, layer: str) -> None:
+        from circuitatlas.errors import NotFound
+        from circuitatlas.queries import cypher
+
+        if not self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}"):
+            raise NotFound(f"no layer {layer!r} in model {model!r}")
+
+    def _set_neuron_properties(self, model: str, layer: str, props_by_channel: dict[int, dict]) -> None:
+        from circuitatlas.queries import cypher
+
+        rows = [{"uid": f"{model}/{layer}:{c}", "props": props} for c, props in props_by_channel.items()]
+        self.store.write(cypher.SET_NEURON_PROPERTIES, rows=rows)
+
+    def annotate_tuning(
+        self, model: str, layer: str, channels: Iterable[int] | None = None, stimulus: str = "curve",
+        n_angles: int = 64, module: "nn.Module | None" = None, **stimulus_params,
+    ) -> "TuningResult":
+        """Radial tuning of a layer's units, stored on each neuron as ``orientation`` (preferred
+        angle, degrees), ``orientation_selectivity`` (vector strength) and ``tuning`` (responses
+        over ``tuning_angles``). The network is rebuilt from the graph unless ``module`` is given."""
+        import json
+
+        from circuitatlas.analysis.tuning import radial_tuning
+
+        self._check_layer(model, layer)
+        net = module if module is not None else self.module(model)
+        size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
+        result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles, size=size,
+                               **stimulus_params)
+        params = json.dumps({"stimulus": stimulus, **{k: v for k, v in result.params.items()}}, default=str)
+        self._set_neuron_properties(model, layer, {
+            c: {"orientation": float(result.preferred_deg[i]), "orientation_selectivity": float(result.selectivity[i]),
+                "tuning": [float(v) for v in result.responses[:, i]], "tuning_angles": [float(a) for a in result.angles],
+                "tuning_params": params}
+            for i, c in enumerate(result.channels)})
+        return result
+
+    def annotate_examples(
+        self, model: str, layer: str, images, channels: Iterable[int] | None = None, k: int = 9,
+        module: "nn.Module | None" = None, out_dir: str | None = None,
+    ) -> "dict[int, list[Example]]":
+        """Top-``k`` dataset examples of each unit over ``images`` (a folder, or an (N, H, W, 3)
+        array such as a stimulus sweep), saved as PNG crops; each neuron gets ``examples`` (paths)
+        and ``examples_activation``."""
+        from pathlib import Path
+
+        import numpy as np
+        from PIL import Image
+
+        from circuitatlas import paths
+        from circuitatlas.analysis.examples import load_images, top_examples
+
+        self._check_layer(model, layer)
+        net = module if module is not None else self.module(model)
+        size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
+        if isinstance(images, (str, Path)):
+            images, _ = load_images(images, size)
+        found = top_examples(net, layer, np.asarray(images, dtype=np.float32), channels, k)
+        root = Path(out_dir) if out_dir else paths.artifacts_dir() / model / "examples" / layer
+        props = {}
+        for channel, examples in found.items():
+            folder = root / str(channel)
+            folder.mkdir(parents=True, exist_ok=True)
+            files = []
+            for rank, ex in enumerate(examples):
+                path = folder / f"{rank:02d}-img{ex.image_index}.png"
+                Image.fromarray((np.clip(ex.crop, 0, 1) * 255).astype(np.uint8)).resize(
+                    (max(32, ex.crop.shape[1] * 2), max(32, ex.crop.shape[0] * 2)), Image.NEAREST).save(path)
+                files.append(str(path))
+            props[channel] = {"examples": files, "examples_activation": [ex.activation for ex in examples]}
+        self._set_neuron_properties(model, layer, props)
+        return found

@@ -45,7 +45,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CircuitAtlasError as exc:
+        except (CircuitAtlasError, ValueError) as exc:  # ValueError: an analysis refused its input
             if ctx.obj is not None and ctx.obj.options.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
@@ -316,6 +316,73 @@ def svd_summary(result: Any) -> dict[str, Any]:
         "output_cluster_sizes": np.bincount(result.output_clusters, minlength=result.k).tolist(),
         "branch_reports": reports,
     }
+
+
+@main.group(cls=_Group)
+def zoo() -> None:
+    """Small CNNs trained here on generated tasks (cached)."""
+
+
+@zoo.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def zoo_list(as_json: bool) -> None:
+    """The zoo's models, whether each is built, and its test accuracy."""
+    from circuitatlas import zoo as zoo_module
+
+    rows = zoo_module.list_models()
+    _echo_json(rows) if as_json else _echo_table(
+        [{k: r[k] for k in ("name", "task", "arch", "seed", "built", "accuracy", "description")} for r in rows])
+
+
+@zoo.command("build")
+@click.argument("name")
+@click.option("--retrain", is_flag=True, help="Train again even if cached.")
+def zoo_build(name: str, retrain: bool) -> None:
+    """Train (or load from the cache) one zoo model; prints its accuracy and file."""
+    from circuitatlas import zoo as zoo_module
+
+    built = zoo_module.build(name, progress=lambda line: click.echo(line, err=True), retrain=retrain)
+    click.echo(f"{name}: test accuracy {built.accuracy:.3f}, trained in {built.train_seconds:.0f}s, {built.path}")
+
+
+@main.group(cls=_Group)
+def annotate() -> None:
+    """Characterise neurons and store the result on them."""
+
+
+@annotate.command("tuning")
+@click.argument("model")
+@click.option("--layer", required=True, help="Layer whose units are measured.")
+@click.option("--stimulus", default="curve", show_default=True, help="A stimulus with an orientation.")
+@click.option("--angles", "n_angles", default=64, show_default=True, help="Number of orientations.")
+@click.option("--radius", type=float, help="Curve radius in pixels (curve stimulus).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, n_angles: int,
+                        radius: float | None, as_json: bool) -> None:
+    """Radial tuning: stores orientation, orientation_selectivity and tuning on each neuron."""
+    params = {"radius": radius} if radius is not None else {}
+    result = obj.atlas.annotate_tuning(model, layer, stimulus=stimulus, n_angles=n_angles, **params)
+    rows = [{"channel": c, "orientation": round(float(result.preferred_deg[i]), 1),
+             "selectivity": round(float(result.selectivity[i]), 3)} for i, c in enumerate(result.channels)]
+    if as_json:
+        _echo_json(rows)
+        return
+    _echo_table(rows)
+    click.echo(f"stored on {len(rows)} neurons of {model}/{layer}")
+
+
+@annotate.command("examples")
+@click.argument("model")
+@click.option("--layer", required=True)
+@click.option("--images", required=True, type=click.Path(exists=True, file_okay=False), help="Image folder.")
+@click.option("-k", "k", default=9, show_default=True, help="Examples per neuron.")
+@click.pass_obj
+def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, k: int) -> None:
+    """Top-k dataset examples per neuron, saved as PNG crops and linked as `examples`."""
+    found = obj.atlas.annotate_examples(model, layer, images, k=k)
+    click.echo(f"stored {k} examples for each of {len(found)} neurons of {model}/{layer}; see the "
+               "neurons' `examples` property")
 
 
 @main.command("demo")

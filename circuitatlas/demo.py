@@ -89,11 +89,28 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
          f"{[int((svd.input_clusters == c).sum()) for c in range(svd.k)]}; written as svd_in/svd_out, "
          f"cluster_in/cluster_out and (:Cluster) nodes")
     echo(f"  plot: {plot}")
+    curves = f"{name}-curves"
+    echo("building the `curves` zoo model (trained once, then cached) ...")
+    from circuitatlas import zoo
+
+    built = zoo.build("curves", progress=echo)
+    echo(f"  test accuracy {built.accuracy:.3f} ({built.path})")
+    summary_c = atlas.ingest("zoo:curves", curves, input_size=(3, 32, 32), replace=True)
+    echo(f"ingested {curves}: {summary_c.neurons} neurons, {summary_c.weight_edges} WEIGHT and "
+         f"{summary_c.expanded_edges} EXPANDED edges")
+    tuning = atlas.annotate_tuning(curves, "features.7", radius=8.0)
+    tuned = int((tuning.selectivity > 0.5).sum())
+    echo(f"radial tuning of {curves}/features.7: {tuned} of {len(tuning.channels)} units are orientation-selective "
+         f"(vector strength > 0.5); stored as orientation, orientation_selectivity, tuning")
     params = {"uid": f"{name}/stem.0:0", "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
         shown = query.replace("$uid", repr(params["uid"])).replace("$model", repr(name))
         echo(f"  # {title}\n  circuitatlas cypher \"{shown}\"")
+    echo(f"  # the most orientation-selective curve-model units\n  circuitatlas cypher \"MATCH (n:Neuron "
+         f"{{model: '{curves}', layer: 'features.7'}}) RETURN n.channel AS unit, n.orientation AS preferred, "
+         f"n.orientation_selectivity AS selectivity ORDER BY selectivity DESC LIMIT 8\"")
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
+            "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
             "queries": [q for _, q in DEMO_QUERIES]}

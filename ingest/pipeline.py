@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -14,6 +15,7 @@ from circuitatlas.ingest.expanded import expanded_kernels, linearise
 from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
 from circuitatlas.ingest.sources import load_model
 from circuitatlas.ingest.writer import IngestOptions, Part, Progress, write_model
+from circuitatlas.queries import cypher
 from circuitatlas.store import ModelSummary, Store
 
 __all__ = ["ingest", "edge_blocks_for"]
@@ -57,6 +59,8 @@ def ingest(
     graph = build_layer_graph(loaded.module, tuple(input_size), layers, lenient=lenient)
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
     write_model(store, name, graph, meta, options, edge_blocks_for(graph), mode=mode, progress=progress)
-    store.write("MATCH (m:Model {id: $model}) SET m.ingest_seconds = $s", model=name,
-                s=round(time.monotonic() - began, 3))
+    props = {"ingest_seconds": round(time.monotonic() - began, 3)}
+    if loaded.truth is not None:
+        props["truth"] = json.dumps(loaded.truth)
+    store.write(cypher.SET_MODEL_PROPERTIES, model=name, props=props)
     return next(m for m in store.models() if m.id == name)

@@ -92,7 +92,7 @@ def kernel_rows(
     ``src_ids[c]`` / ``dst_ids[c]`` are the store ids of channel ``c`` of the source and target
     layers; ``kernels`` is (n, kh, kw). Edges below ``min_l2`` are pruned, and with ``top_k``
     only the ``top_k`` strongest (by l2) inputs of each target neuron are kept. A row is
-    ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw, sum: [...], l2, max, min}``.
+    ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw, sum: [...], l1, l2, max, min}``.
     """
     n, kh, kw = kernels.shape
     flat = kernels.reshape(n, kh * kw).astype(np.float64)
@@ -100,7 +100,8 @@ def kernel_rows(
     keep = (l2 > 0) & (l2 >= min_l2)
     order = np.lexsort((-l2, out_idx))  # by target, strongest first
     order = order[keep[order]]
-    stats = {"sum": flat.sum(axis=1), "l2": l2, "max": flat.max(axis=1), "min": flat.min(axis=1)}
+    stats = {"sum": flat.sum(axis=1), "l1": np.abs(flat).sum(axis=1), "l2": l2, "max": flat.max(axis=1),
+             "min": flat.min(axis=1)}
     boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
     for group in np.split(order, boundaries):
         if group.size == 0:

@@ -28,8 +28,9 @@ def register_arch(name: str, builder: Callable[[], nn.Module]) -> None:
 class LoadedModel:
     module: nn.Module
     arch: str
-    source: str  # "torchvision", "checkpoint", "module" or a registered arch's kind
-    weights: str  # "none", a torchvision weights enum, or a file path
+    source: str  # "torchvision", "checkpoint", "module", "builtin", "zoo" or "planted"
+    weights: str  # "none", a torchvision weights enum, a file path, or "code"
+    truth: dict | None = None  # planted networks: what was planted
 
 
 def _torchvision_names() -> list[str]:
@@ -42,7 +43,11 @@ def build_arch(name: str, weights: str | None = None, seed: int = 0) -> tuple[nn
     """Build architecture ``name``; ``weights`` is "none"/None (seeded random init), "DEFAULT"
     or a torchvision weights enum name (downloaded by torchvision, so it needs internet)."""
     import circuitatlas.demo  # noqa: F401  registers the built-in architectures
+    from circuitatlas import zoo
 
+    if name in zoo.SPECS:  # an untrained zoo architecture (for --arch with a state dict)
+        torch.manual_seed(seed)
+        return zoo.make_net(zoo.SPECS[name]), "none"
     if name in _ARCHS:
         torch.manual_seed(seed)
         return _ARCHS[name](), "none"
@@ -134,6 +139,40 @@ def _load_checkpoint(path: Path, arch: str | None, trust_pickle: bool) -> Loaded
     return LoadedModel(module, arch, "checkpoint", str(path))
 
 
+def _zoo_or_planted(source: str) -> LoadedModel | None:
+    from circuitatlas import zoo
+    from circuitatlas.analysis import planted
+
+    name = source.removeprefix("zoo:")
+    if source.startswith("zoo:") or name in zoo.SPECS:
+        built = zoo.build(name)
+        return LoadedModel(built.module, name, "zoo", str(built.path))
+    if source.startswith("planted:"):
+        kind, _, seed = source.removeprefix("planted:").partition("@")
+        try:
+            net = planted.build(kind, seed=int(seed or 0))
+        except ValueError as exc:
+            raise IngestError(str(exc)) from None
+        return LoadedModel(net.module, source, "planted", "code", net.truth)
+    return None
+
+
+def rebuild(meta: dict, trust_pickle: bool = False) -> nn.Module:
+    """The network a Model node describes (its ``source``, ``arch`` and ``weights``), rebuilt so
+    that a model in the graph can be analysed later without the user keeping Python objects."""
+    source, arch, weights = meta.get("source"), meta.get("arch"), meta.get("weights")
+    if source in ("zoo", "planted"):
+        return _zoo_or_planted(arch if source == "planted" else f"zoo:{arch}").module.eval()
+    if source in ("torchvision", "builtin"):
+        return build_arch(arch, weights)[0].eval()
+    if source == "checkpoint":
+        known = arch in _ARCHS or arch in _torchvision_names()
+        return load_model(weights, arch=arch if known else None, trust_pickle=trust_pickle).module
+    raise IngestError(
+        f"model {meta.get('id')!r} was ingested from a Python object and cannot be rebuilt; pass the module itself"
+    )
+
+
 def load_model(
     source: str | nn.Module,
     weights: str | None = None,
@@ -144,6 +183,9 @@ def load_model(
     registered architecture or a torchvision model name."""
     if isinstance(source, nn.Module):
         return LoadedModel(source.eval(), arch or type(source).__name__, "module", "module")
+    special = _zoo_or_planted(str(source))
+    if special is not None:
+        return special
     path = Path(source)
     if path.suffix in (".pt", ".pth", ".safetensors", ".bin", ".ckpt") or path.exists():
         if not path.is_file():

@@ -104,7 +104,7 @@ CREATE (a)-[:FEEDS {kind: row.kind}]->(b)
 def create_edges(rel_type: str) -> str:
     """Edges grouped by target neuron, endpoints by element id:
     ``row = {d: eid, s: [eid...], k: [kh*kw floats per edge, concatenated], n: kh*kw, kh, kw,
-    sum: [...], l2: [...], max: [...], min: [...]}``."""
+    sum: [...], l1: [...], l2: [...], max: [...], min: [...]}``."""
     assert rel_type in EDGE_TYPES
     return f"""
 UNWIND $rows AS row
@@ -112,12 +112,22 @@ MATCH (b) WHERE elementId(b) = row.d
 UNWIND range(0, size(row.s) - 1) AS i
 MATCH (a) WHERE elementId(a) = row.s[i]
 CREATE (a)-[:{rel_type} {{kernel: row.k[i * row.n..(i + 1) * row.n], kh: row.kh, kw: row.kw, sum: row.sum[i],
-                        l2: row.l2[i], max: row.max[i], min: row.min[i]}}]->(b)
+                        l1: row.l1[i], l2: row.l2[i], max: row.max[i], min: row.min[i]}}]->(b)
 """
 
 
 NEURON_IDS = "MATCH (n:Neuron {model: $model, layer: $layer}) RETURN n.channel AS channel, elementId(n) AS id"
 
+
+SET_MODEL_PROPERTIES = "MATCH (m:Model {id: $model}) SET m += $props"
+
+MODEL_META = "MATCH (m:Model {id: $model}) RETURN properties(m) AS meta"
+
+SET_NEURON_PROPERTIES = """
+UNWIND $rows AS row
+MATCH (n:Neuron {uid: row.uid})
+SET n += row.props
+"""
 
 MARK_PART_DONE = "MATCH (m:Model {id: $model}) SET m.parts_done = m.parts_done + [$part]"
 
@@ -131,6 +141,16 @@ def read_edges(rel_type: str) -> str:
 MATCH (b:Neuron {{model: $model, layer: $dst}})<-[r:{rel_type}]-(a:Neuron)
 WHERE a.layer = $src AND a.model = $model
 RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.kernel) AS kernels, min(r.kh) AS kh, min(r.kw) AS kw
+"""
+
+
+def read_l1(rel_type: str) -> str:
+    """Like :func:`read_edges` but only each edge's l1 norm (sum of |kernel|): what SVD needs."""
+    assert rel_type in EDGE_TYPES
+    return f"""
+MATCH (b:Neuron {{model: $model, layer: $dst}})<-[r:{rel_type}]-(a:Neuron)
+WHERE a.layer = $src AND a.model = $model
+RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.l1) AS l1
 """
 
 

@@ -8,21 +8,37 @@ from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["read_weights"]
+__all__ = ["read_weights", "read_abs_sums"]
 
 _REL = {"direct": "WEIGHT", "expanded": "EXPANDED"}
+
+
+def _channels(store: Store, model: str, layer: str) -> int:
+    info = store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")
+    if not info:
+        raise NotFound(f"no layer {layer!r} in model {model!r}")
+    return info[0]["channels"]
+
+
+def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
+    """Sum over kernel positions of |W| between two layers, (out, in), from the edges' ``l1``."""
+    if kind not in _REL:
+        raise ValueError(f"kind must be 'direct' or 'expanded', not {kind!r}")
+    out = np.zeros((_channels(store, model, dst_layer), _channels(store, model, src_layer)), dtype=np.float64)
+    found = False
+    for row in store.stream(cypher.read_l1(_REL[kind]), model=model, src=src_layer, dst=dst_layer):
+        out[row["dst"], row["src"]] = row["l1"]
+        found = True
+    if not found:
+        raise NotFound(f"no {kind} edges from {src_layer} to {dst_layer} in model {model!r}")
+    return out
 
 
 def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
     """Reassemble the (out, in, kh, kw) kernels between two layers; absent edges are zeros."""
     if kind not in _REL:
         raise ValueError(f"kind must be 'direct' or 'expanded', not {kind!r}")
-    shapes = []
-    for layer in (src_layer, dst_layer):
-        info = store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")
-        if not info:
-            raise NotFound(f"no layer {layer!r} in model {model!r}")
-        shapes.append(info[0]["channels"])
+    shapes = [_channels(store, model, src_layer), _channels(store, model, dst_layer)]
     out = None
     for row in store.stream(cypher.read_edges(_REL[kind]), model=model, src=src_layer, dst=dst_layer):
         if out is None:

@@ -93,10 +93,11 @@ def test_expanded_kernels_read_back(atlas):
     stored = atlas.weights("t1", "block1", "down", kind="expanded")
     np.testing.assert_allclose(stored[out_idx, in_idx], kernels, rtol=1e-6, atol=1e-7)
     stats = atlas.cypher("MATCH (:Neuron {uid: 't1/block1:2'})-[e:EXPANDED]->(:Neuron {uid: 't1/down:5'}) "
-                         "RETURN e.sum AS sum, e.l2 AS l2, e.max AS max, e.min AS min, e.kh AS kh")[0]
+                         "RETURN e.sum AS sum, e.l1 AS l1, e.l2 AS l2, e.max AS max, e.min AS min, e.kh AS kh")[0]
     k = stored[5, 2]
     assert stats["kh"] == k.shape[0]
     assert stats["sum"] == pytest.approx(float(k.sum()), abs=1e-5)
+    assert stats["l1"] == pytest.approx(float(np.abs(k.astype(np.float64)).sum()), rel=1e-5)
     assert stats["l2"] == pytest.approx(float(np.sqrt((k.astype(np.float64) ** 2).sum())), rel=1e-5)
     assert (stats["max"], stats["min"]) == pytest.approx((float(k.max()), float(k.min())), rel=1e-5)
 

@@ -1,0 +1,95 @@
+"""Dataset examples: the inputs (cropped to the receptive field) that excite each unit most."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from circuitatlas.analysis.tuning import layer_activations
+
+__all__ = ["Example", "top_examples", "load_images", "receptive_field_box"]
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class Example:
+    image_index: int
+    activation: float
+    position: tuple[int, int]  # (row, col) in the layer's map
+    crop: np.ndarray  # (h, w, 3) float in [0, 1]
+
+
+def load_images(folder: str | Path, size: int, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Images under ``folder`` (an ImageFolder layout or flat), centre-cropped and resized to
+    ``size``: (n, size, size, 3) floats in [0, 1] and their paths, in sorted order."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {folder}")
+    out = []
+    for path in files:
+        img = Image.open(path).convert("RGB")
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+        out.append(np.asarray(img, dtype=np.float32) / 255.0)
+    return np.stack(out), [str(p) for p in files]
+
+
+def receptive_field_box(model: nn.Module, layer: str, size: int) -> tuple[tuple[int, int, int, int], tuple[int, int],
+                                                                           float]:
+    """For the centre unit of ``layer``: its receptive-field box (top, left, bottom, right) in the
+    input, its map position, and the map's stride in input pixels."""
+    x = torch.full((1, 3, size, size), 0.5, requires_grad=True)
+    out = layer_activations(model, layer, x, grad=True)
+    h, w = out.shape[2] // 2, out.shape[3] // 2
+    (g,) = torch.autograd.grad(out[0, :, h, w].abs().sum() + out[0, :, h, w].sum(), x)
+    mass = g.abs().sum(dim=(0, 1)).numpy()
+    rows, cols = np.flatnonzero(mass.any(axis=1)), np.flatnonzero(mass.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, size, size), (h, w), size / out.shape[2]
+    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1), (h, w), size / out.shape[2]
+
+
+def top_examples(
+    model: nn.Module,
+    layer: str,
+    images: np.ndarray,
+    channels: Sequence[int] | None = None,
+    k: int = 9,
+    batch: int = 64,
+) -> dict[int, list[Example]]:
+    """The ``k`` images (N, H, W, 3) that excite each channel most (maximum over positions),
+    each cropped to the receptive field around the winning position."""
+    model = model.eval()
+    size = images.shape[1]
+    (top, left, bottom, right), (ch, cw), stride = receptive_field_box(model, layer, size)
+    maxima, where = [], []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float()
+        act = layer_activations(model, layer, x)
+        flat = act.flatten(2)
+        value, index = flat.max(dim=2)
+        maxima.append(value.numpy())
+        where.append(index.numpy())
+    values, positions = np.concatenate(maxima), np.concatenate(where)
+    width = act.shape[3]
+    channels = list(range(values.shape[1])) if channels is None else list(channels)
+    out: dict[int, list[Example]] = {}
+    for c in channels:
+        best = np.argsort(-values[:, c], kind="stable")[:k]
+        found = []
+        for i in best:
+            r, col = divmod(int(positions[i, c]), width)
+            dy, dx = int(round((r - ch) * stride)), int(round((col - cw) * stride))
+            t, l = max(top + dy, 0), max(left + dx, 0)
+            b, rr = min(bottom + dy, size), min(right + dx, size)
+            found.append(Example(int(i), float(values[i, c]), (r, col), images[i, t:max(b, t + 1), l:max(rr, l + 1)]))
+        out[c] = found
+    return out
