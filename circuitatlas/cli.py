@@ -235,7 +235,7 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
 @click.option("--no-direct", is_flag=True, help="Do not store direct WEIGHT edges.")
 @click.option("--no-expanded", is_flag=True, help="Do not store EXPANDED edges.")
 @click.option("--min-l2", default=0.0, show_default=True, help="Drop edges whose kernel l2 norm is below this.")
-@click.option("--top-k-per-neuron", type=int, help="Keep only the k strongest inputs of each neuron.")
+@click.option("--top-k-per-neuron", type=int, help="Keep only the k strongest inputs of each neuron (per source layer).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole module (runs code from the file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj

@@ -10,6 +10,7 @@ the direct edges; a BatchNorm right after a conv is folded into it.
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -184,6 +185,7 @@ def build_layer_graph(
         message = f"unsupported op {what} in module {_module_path(node)!r} (node {node.name})"
         if not lenient:
             raise IngestError(message + "; --lenient skips it")
+        warnings.warn(message + ": skipped (--lenient); channels behind it get no direct edges", stacklevel=2)
         shape = _shape(node)
         if shape is not None and len(shape) >= 2:
             prov[node.name] = _Prov([() for _ in range(shape[1])])

@@ -206,7 +206,8 @@ def test_unsupported_op_is_named_and_lenient_skips():
 
     with pytest.raises(IngestError, match="unsupported op roll .*--lenient"):
         build_layer_graph(Odd(), (3, 8, 8))
-    graph = build_layer_graph(Odd(), (3, 8, 8), lenient=True)
+    with pytest.warns(UserWarning, match="roll .*skipped"):
+        graph = build_layer_graph(Odd(), (3, 8, 8), lenient=True)
     assert graph.weight_layers["after"].sources[0] == ()  # no direct edges behind the skipped op
     assert _direct_edge_count(graph) == 4 * 3
 

@@ -203,3 +203,20 @@ def test_cli_ingest(atlas, cli_env):
     assert again.exit_code == 1 and "--replace" in again.output and "Traceback" not in again.output
     bad = runner.invoke(main, ["ingest", "nosuchnet", "--name", "z"], env=cli_env)
     assert bad.exit_code == 1 and "unknown model" in bad.output
+
+
+def test_pruning_by_l2_and_top_k(atlas):
+    model = load_model("tiny").module
+    graph = build_layer_graph(model, SIZE)
+    layer = graph.weight_layers["down"]
+    l2 = np.sqrt((layer.weight.astype(np.float64) ** 2).sum(axis=(2, 3)))  # (16, 8) from block1's output
+    threshold = float(np.median(l2))
+    atlas.ingest("tiny", "pruned", input_size=SIZE, min_l2=threshold, expanded=False)
+    kept = atlas.cypher("MATCH (a:Neuron {model: 'pruned', layer: 'stem.0'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
+                        "RETURN count(w) AS n, min(w.l2) AS low")[0]
+    assert kept["n"] == int((l2 >= threshold).sum()) and kept["low"] >= threshold - 1e-6
+    atlas.ingest("tiny", "topk", input_size=SIZE, top_k_per_neuron=3, expanded=False)
+    per_target = atlas.cypher("MATCH (a:Neuron {model: 'topk', layer: 'stem.0'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
+                              "RETURN b.channel AS c, collect(a.channel) AS srcs ORDER BY c")
+    for row in per_target:
+        assert sorted(row["srcs"]) == sorted(np.argsort(-l2[row["c"]])[:3].tolist())
