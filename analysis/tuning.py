@@ -9,51 +9,23 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from circuitatlas.analysis import stimuli
+from circuitatlas.analysis.hooks import run_to_layers
 
 __all__ = ["TuningResult", "layer_activations", "receptive_field_centre", "radial_tuning", "curvature_tuning",
            "circular_mean"]
 
 
-class _Stop(Exception):
-    """Raised from a hook to end the forward pass once the layer has been computed."""
-
-
-@contextlib.contextmanager
-def _capture(model: nn.Module, layer: str) -> Iterator[dict]:
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"{type(model).__name__} has no layer {layer!r}") from None
-    store: dict = {}
-
-    def hook(_module, _inputs, output):
-        store["out"] = output
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, grad: bool = False) -> torch.Tensor:
     """The output of ``layer`` (N, C, H, W) for ``images`` (N, 3, H, W), stopping the forward there."""
-    with _capture(model, layer) as store, (contextlib.nullcontext() if grad else torch.no_grad()):
-        try:
-            model(images)
-        except _Stop:
-            pass
-    if "out" not in store:
-        raise ValueError(f"layer {layer!r} was not reached by the forward pass")
-    return store["out"]
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        return run_to_layers(model, [layer], images)[layer]
 
 
 def receptive_field_centre(model: nn.Module, layer: str, size: int, device: torch.device | str = "cpu"

@@ -273,3 +273,73 @@ class Atlas:
             props[channel] = {"examples": files, "examples_activation": [ex.activation for ex in examples]}
         self._set_neuron_properties(model, layer, props)
         return found
+
+    def featurevis(
+        self, model: str, layer: str, channels: Iterable[int] | None = None, steps: int = 512, size: int = 128,
+        lr: float = 0.05, seed: int = 0, device: str | None = None, chunk: int | None = None,
+        module: "nn.Module | None" = None, progress=None,
+    ) -> dict:
+        """Render one image per channel of ``layer`` (batched), save PNGs under a content-addressed
+        artifacts dir, set each neuron's ``featurevis`` (path), ``featurevis_activation`` and
+        ``featurevis_key``, and write a contact sheet (the Layer's ``featurevis_sheet``). Neurons
+        already rendered with the same settings are skipped. ``progress(n)`` counts channels done."""
+        import hashlib
+        import json
+        from pathlib import Path
+
+        import numpy as np
+        from PIL import Image
+
+        from circuitatlas import paths
+        from circuitatlas.analysis.featurevis import render_channels
+        from circuitatlas.queries import cypher
+
+        self._check_layer(model, layer)
+        meta = self.model_meta(model)
+        n_channels = self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")[0]["channels"]
+        channels = list(range(n_channels)) if channels is None else list(channels)
+        settings = {"steps": steps, "size": size, "lr": lr, "seed": seed, "param": "fft", "objective": "channel",
+                    "version": 1}
+        identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan")}
+
+        def key(channel: int) -> str:
+            spec = json.dumps([identity, layer, channel, settings], sort_keys=True, default=str)
+            return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+        root = paths.artifacts_dir() / "featurevis"
+        done = {row["c"]: row["k"] for row in self.store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
+        todo = [c for c in channels if done.get(c) != key(c) or not (root / f"{key(c)}.png").exists()]
+        if todo:
+            net = module if module is not None else self.module(model)
+            result = render_channels(net, layer, todo, chunk=chunk, progress=progress, size=size, steps=steps,
+                                     lr=lr, seed=seed, device=device)
+            root.mkdir(parents=True, exist_ok=True)
+            props = {}
+            for i, c in enumerate(todo):
+                path = root / f"{key(c)}.png"
+                image = (result.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                Image.fromarray(image).save(path)
+                props[c] = {"featurevis": str(path), "featurevis_activation": float(result.activations[i]),
+                            "featurevis_key": key(c)}
+            self._set_neuron_properties(model, layer, props)
+        elif progress is not None:
+            progress(0)
+        sheet_rows = self.store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)
+        sheet = Path(paths.artifacts_dir()) / model / f"featurevis-{layer}.png"
+        _contact_sheet([Path(r["path"]) for r in sheet_rows], sheet)
+        self.store.write(cypher.SET_LAYER_SHEET, uid=f"{model}/{layer}", sheet=str(sheet))
+        return {"rendered": len(todo), "skipped": len(channels) - len(todo), "sheet": str(sheet),
+                "channels": channels}
+
+
+def _contact_sheet(images: "list", path, columns: int = 16, cell: int = 64) -> None:
+    """All images in a grid, ``cell`` px each, saved to ``path``."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = max(1, (len(images) + columns - 1) // columns)
+    sheet = Image.new("RGB", (min(columns, max(1, len(images))) * cell, rows * cell), "white")
+    for i, file in enumerate(images):
+        with Image.open(file) as img:
+            sheet.paste(img.convert("RGB").resize((cell, cell)), ((i % columns) * cell, (i // columns) * cell))
+    sheet.save(path)

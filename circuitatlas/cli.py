@@ -385,6 +385,35 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
                "neurons' `examples` property")
 
 
+@main.command("featurevis")
+@click.argument("model")
+@click.option("--layer", required=True, help="Layer to render (one image per channel).")
+@click.option("--channels", help="Comma-separated channels (default: all).")
+@click.option("--steps", default=512, show_default=True)
+@click.option("--size", default=128, show_default=True, help="Image size in pixels.")
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+@click.option("--chunk", type=int, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def featurevis_cmd(obj: CliContext, model: str, layer: str, channels: str | None, steps: int, size: int, lr: float,
+                   seed: int, device: str | None, chunk: int | None, as_json: bool) -> None:
+    """Render feature visualisations of a layer and store them on its neurons."""
+    from tqdm import tqdm
+
+    chosen = [int(c) for c in channels.split(",")] if channels else None
+    total = len(chosen) if chosen else None
+    with tqdm(total=total, unit="channel", file=sys.stderr, disable=None) as bar:
+        report = obj.atlas.featurevis(model, layer, chosen, steps=steps, size=size, lr=lr, seed=seed, device=device,
+                                      chunk=chunk, progress=bar.update)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"{model}/{layer}: rendered {report['rendered']}, skipped {report['skipped']} already rendered; "
+               f"contact sheet: {report['sheet']}")
+
+
 @main.command("demo")
 @click.option("--name", default="demo", show_default=True, help="Model id for the demo network.")
 @click.pass_context

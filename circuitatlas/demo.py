@@ -102,6 +102,9 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     tuned = int((tuning.selectivity > 0.5).sum())
     echo(f"radial tuning of {curves}/features.7: {tuned} of {len(tuning.channels)} units are orientation-selective "
          f"(vector strength > 0.5); stored as orientation, orientation_selectivity, tuning")
+    fv = atlas.featurevis(curves, "features.11", steps=128, size=48)
+    echo(f"feature visualisation of {curves}/features.11 (last conv, {len(fv['channels'])} channels; "
+         f"{fv['rendered']} rendered, {fv['skipped']} already done): contact sheet {fv['sheet']}")
     params = {"uid": f"{name}/stem.0:0", "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
@@ -113,4 +116,5 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
+            "featurevis_sheet": fv["sheet"],
             "queries": [q for _, q in DEMO_QUERIES]}

@@ -200,3 +200,13 @@ MATCH (c:Cluster {{uid: row.cluster}})
 SET n.{coords} = row.coords, n.{cluster} = row.index, n.{analysis} = $analysis
 CREATE (n)-[:IN_CLUSTER {{side: '{side}'}}]->(c)
 """
+
+# -- feature visualisation -----------------------------------------------------------------------
+FEATUREVIS_KEYS = "MATCH (n:Neuron {model: $model, layer: $layer}) RETURN n.channel AS c, n.featurevis_key AS k"
+
+FEATUREVIS_PATHS = """
+MATCH (n:Neuron {model: $model, layer: $layer}) WHERE n.featurevis IS NOT NULL
+RETURN n.channel AS c, n.featurevis AS path ORDER BY c
+"""
+
+SET_LAYER_SHEET = "MATCH (l:Layer {uid: $uid}) SET l.featurevis_sheet = $sheet"

@@ -1,0 +1,10 @@
+"""Feature visualisation: parameterisations (:mod:`.param`), transforms (:mod:`.transforms`),
+objectives (:mod:`.objectives`) and rendering (:mod:`.render`)."""
+
+from circuitatlas.analysis.featurevis.objectives import (
+    Objective, as_objective, channel, contrast_penalty, direction, diversity, neuron,
+)
+from circuitatlas.analysis.featurevis.render import RenderResult, pick_device, render, render_channels
+
+__all__ = ["Objective", "as_objective", "channel", "neuron", "direction", "diversity", "contrast_penalty", "render", "render_channels",
+           "RenderResult", "pick_device"]

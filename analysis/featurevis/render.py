@@ -1,0 +1,139 @@
+"""Optimise images to maximise an objective. ``render`` returns tensors; saving is the caller's."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective, channel, neuron
+from circuitatlas.analysis.featurevis.param import fft_image, pixel_image
+from circuitatlas.analysis.featurevis.transforms import Transform, compose, standard_transforms
+from circuitatlas.analysis.hooks import run_to_layers
+
+__all__ = ["RenderResult", "render", "render_channels", "pick_device"]
+
+
+@dataclass
+class RenderResult:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1], on the CPU
+    activations: torch.Tensor  # (B,) the objective on the final, untransformed images
+    history: torch.Tensor  # (n_recorded, B) the objective during optimisation (transformed images)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> "contextlib.AbstractContextManager[None]":
+    """Parameters need no gradients while images are optimised; restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _activations(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The objective's layers; ``"input"`` is the (transformed) image itself."""
+    inner = [layer for layer in layers if layer != INPUT]
+    acts = run_to_layers(model, inner, x) if inner else {}
+    if INPUT in layers:
+        acts[INPUT] = x
+    return acts
+
+
+def render(
+    model: nn.Module,
+    objective: Objective | str,
+    size: int = 128,
+    batch: int = 1,
+    steps: int = 512,
+    lr: float = 0.05,
+    param: str = "fft",
+    transforms: Sequence[Transform] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    mixed_precision: bool | None = None,
+    record_every: int = 16,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    init_sd: float = 0.01,
+) -> RenderResult:
+    """Feature visualisation by gradient ascent on ``batch`` images of ``size`` px.
+
+    The forward pass stops at the deepest layer the objective reads. Deterministic on the CPU
+    given ``seed``; on CUDA, bf16 autocast unless ``mixed_precision=False``. A larger ``init_sd``
+    helps networks whose units are all silent on a flat grey image. The model is moved
+    to the device and left in eval mode; hooks are always removed.
+    """
+    objective = as_objective(objective)
+    device = pick_device(device)
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    make = {"fft": fft_image, "pixel": pixel_image}.get(param)
+    if make is None:
+        raise ValueError(f"param must be 'fft' or 'pixel', not {param!r}")
+    params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    transform = compose(list(transforms) if transforms is not None else standard_transforms(size))
+    use_amp = device.type == "cuda" and mixed_precision is not False
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    history = []
+    with _frozen(model):
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            x = transform(image_fn(), generator)
+            if preprocess is not None:
+                x = preprocess(x)
+            with autocast():
+                acts = _activations(model, objective.layers, x)
+            score = objective({k: v.float() for k, v in acts.items()})
+            (-score.sum()).backward()
+            optimizer.step()
+            if step % record_every == 0 or step == steps - 1:
+                history.append(score.detach().float().cpu())
+        with torch.no_grad():
+            final_images = image_fn()
+            x = preprocess(final_images) if preprocess is not None else final_images
+            with autocast():
+                acts = _activations(model, objective.layers, x)
+            final = objective({k: v.float() for k, v in acts.items()})
+    return RenderResult(final_images.detach().float().cpu(), final.detach().cpu(), torch.stack(history))
+
+
+def render_channels(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    chunk: int | None = None,
+    at_centre: bool = False,
+    progress: Callable[[int], None] | None = None,
+    **kwargs,
+) -> RenderResult:
+    """One image per channel, each optimising its own channel, many channels per batch.
+
+    ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); ``at_centre`` optimises the
+    centre neuron instead of the channel mean. ``progress(n)`` is called after each chunk.
+    """
+    channels = list(channels)
+    device = pick_device(kwargs.get("device"))
+    chunk = chunk or (512 if device.type == "cuda" else 64)
+    parts = []
+    for start in range(0, len(channels), chunk):
+        group = channels[start:start + chunk]
+        objective = neuron(layer, group) if at_centre else channel(layer, group)
+        parts.append(render(model, objective, batch=len(group), **kwargs))
+        if progress is not None:
+            progress(len(group))
+    return RenderResult(torch.cat([p.images for p in parts]), torch.cat([p.activations for p in parts]),
+                        torch.cat([p.history for p in parts], dim=1))

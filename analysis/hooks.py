@@ -1,0 +1,59 @@
+"""Forward hooks as scoped resources: always removed, errors included; optionally stopping the
+forward pass once every requested layer has been computed."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["capture", "run_to_layers"]
+
+
+class _Stop(Exception):
+    """Raised from a hook to end the forward pass early."""
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of ``layers`` (module paths) while the block runs; with ``stop`` the
+    forward pass ends once all of them are computed (use :func:`run_to_layers`)."""
+    modules = {}
+    for layer in layers:
+        try:
+            modules[layer] = model.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(f"{type(model).__name__} has no layer {layer!r}") from None
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            store[name] = output
+            if stop and len(store) == len(modules):
+                raise _Stop
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_to_layers(model: nn.Module, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for ``images``, computing no more of the network than needed."""
+    with capture(model, layers) as store:
+        try:
+            model(images)
+        except _Stop:
+            pass
+    missing = [layer for layer in layers if layer not in store]
+    if missing:
+        raise ValueError(f"layers {missing} were not reached by the forward pass")
+    return dict(store)
