@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ingest import machine  # noqa: E402  (bench/ingest.py)
+from ingest import machine, scratch_server  # noqa: E402  (bench/ingest.py)
 
 from circuitatlas.api import Atlas  # noqa: E402
 from circuitatlas.analysis.svd import svd_clusters  # noqa: E402
-from circuitatlas.localserver import LocalServer, free_port  # noqa: E402
 from circuitatlas.queries.weights import read_abs_sums  # noqa: E402
 
 
@@ -28,11 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="googlenet")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="ca-bench-svd-"))
-    server = LocalServer(scratch / "state")
     result: dict = {"benchmark": "svd_all_pairs", "model": args.model, "machine": machine()}
-    try:
-        server.start(port=free_port(), heap="2g", pagecache="1g")
+    with scratch_server("ca-bench-svd-") as (server, _):
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             began = time.monotonic()
             summary = atlas.ingest(args.model, "bench", direct=False)
@@ -63,9 +57,6 @@ def main() -> None:
             "with_write_back_s": round(api_wall, 1), "target_s": 60, "meets_target": wall < 60,
             "edges_read_per_s": round(summary.expanded_edges / total_read),
         })
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 

@@ -8,6 +8,7 @@ one-edge-per-transaction writer on a sample (the floor). Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,6 +32,19 @@ from circuitatlas.ingest.sources import load_model
 from circuitatlas.ingest.writer import IngestOptions, Progress, plan_parts
 from circuitatlas.localserver import LocalServer, find_java, free_port
 from circuitatlas.store import Store
+
+
+@contextlib.contextmanager
+def scratch_server(prefix: str) -> Iterator[tuple[LocalServer, Path]]:
+    """A fresh local Neo4j in a temporary state dir, stopped and deleted afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    server = LocalServer(scratch / "state")
+    try:
+        server.start(port=free_port(), heap="2g", pagecache="1g")
+        yield server, scratch
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def machine() -> dict:
@@ -124,11 +139,8 @@ def main() -> None:
     parser.add_argument("--no-bound", action="store_true", help="skip the neo4j-admin import")
     args = parser.parse_args()
     size = tuple(int(x) for x in args.input_size.split(","))
-    scratch = Path(tempfile.mkdtemp(prefix="ca-bench-"))
-    server = LocalServer(scratch / "state")
     result: dict = {"benchmark": "ingest", "model": args.model, "machine": machine()}
-    try:
-        server.start(port=free_port(), heap="2g", pagecache="1g")
+    with scratch_server("ca-bench-") as (server, scratch):
         timer = Timer()
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             began = time.monotonic()
@@ -165,9 +177,6 @@ def main() -> None:
             }
         result.setdefault("ratios", {})["online_over_naive"] = round(
             result["online"]["edges_per_s"] / result["floor"]["naive_edges_per_s"], 1)
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 
