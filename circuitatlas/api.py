@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from circuitatlas.analysis.examples import Example
+    from circuitatlas.analysis.motifs import Motif
     from circuitatlas.analysis.svd import SvdResult
     from circuitatlas.analysis.tuning import TuningResult
     from circuitatlas.ingest.writer import Progress
@@ -330,6 +331,120 @@ class Atlas:
         self.store.write(cypher.SET_LAYER_SHEET, uid=f"{model}/{layer}", sheet=str(sheet))
         return {"rendered": len(todo), "skipped": len(channels) - len(todo), "sheet": str(sheet),
                 "channels": channels}
+
+    MOTIF_KINDS = ("rotation_equivariance", "union_over_cases", "superposition")
+
+    def _layer_weights(self, model: str, src: str, dst: str, kernels: bool = False) -> "np.ndarray":
+        """Kernel sums (out, in) between two layers, or whole kernels (out, in, kh, kw) with
+        ``kernels``: direct weights when the layers are directly connected, else expanded."""
+        from circuitatlas.errors import NotFound
+        from circuitatlas.queries.weights import read_edge_stat, read_weights
+
+        for kind in ("direct", "expanded"):
+            try:
+                if kernels:
+                    return read_weights(self.store, model, src, dst, kind)
+                return read_edge_stat(self.store, model, src, dst, kind, "sum")
+            except NotFound:
+                if kind == "expanded":
+                    raise
+        raise AssertionError("unreachable")
+
+    def _layer_tuning(self, model: str, layer: str, net, stimulus_params: dict):
+        """Tuning stored on the neurons when every one has it, else measured (and stored) now."""
+        import numpy as np
+
+        from circuitatlas.analysis.motifs import Tuning
+        from circuitatlas.queries import cypher
+
+        rows = self.store.read(cypher.LAYER_TUNING, model=model, layer=layer)
+        if rows and all(r["tuning"] for r in rows) and not stimulus_params:
+            return Tuning(np.asarray(rows[0]["angles"]), np.asarray([r["tuning"] for r in rows]).T,
+                          np.asarray([r["orientation"] for r in rows]), np.asarray([r["selectivity"] for r in rows]))
+        r = self.annotate_tuning(model, layer, module=net(), **stimulus_params)
+        return Tuning(r.angles, r.responses, r.preferred_deg, r.selectivity)
+
+    def find_motifs(
+        self, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200, alpha: float = 0.01,
+        seed: int = 0, stimulus_params: dict | None = None, module: "nn.Module | None" = None, **params,
+    ) -> "list[Motif]":
+        """Run a motif detector of :mod:`circuitatlas.analysis.motifs` on stored weights and write
+        each finding as ``(:Motif {uid, kind, model, score, p_value, params, layers})`` with
+        ``(:Neuron)-[:IN_MOTIF {role, orientation}]->(:Motif)``; re-running the same kind, layers
+        and parameters replaces the earlier result. Kinds and layers:
+        ``rotation_equivariance`` [A, B], ``union_over_cases`` [cases, pathways, union],
+        ``superposition`` [A, B]. Neuron tuning is read from the graph or measured with curve
+        stimuli (``stimulus_params``, e.g. ``{"radius": 5}``). Members come back as neuron uids."""
+        import hashlib
+        import json
+
+        from circuitatlas.analysis import motifs as M
+        from circuitatlas.analysis.tuning import radial_tuning
+        from circuitatlas.queries import cypher
+
+        layers = list(layers)
+        needed = {"rotation_equivariance": 2, "union_over_cases": 3, "superposition": 2}
+        if kind not in needed:
+            raise ValueError(f"unknown motif kind {kind!r}; choose one of {', '.join(needed)}")
+        if len(layers) != needed[kind]:
+            raise ValueError(f"{kind} takes {needed[kind]} layers, got {len(layers)}")
+        for layer in layers:
+            self._check_layer(model, layer)
+        stimulus_params = dict(stimulus_params or {})
+        cache: dict = {}
+
+        def net():
+            if "net" not in cache:
+                cache["net"] = module if module is not None else self.module(model)
+            return cache["net"]
+
+        common = {"n_perm": n_perm, "alpha": alpha, "seed": seed, **params}
+        if kind == "rotation_equivariance":
+            t_in = self._layer_tuning(model, layers[0], net, stimulus_params)
+            t_out = self._layer_tuning(model, layers[1], net, stimulus_params)
+            found = M.rotation_equivariance(self._layer_weights(model, *layers), t_in, t_out, tuple(layers), **common)
+            if found:  # whole kernels only now: do they rotate with orientation?
+                kernels = self._layer_weights(model, *layers, kernels=True)
+                for motif in found:
+                    fi = [int(n.split(":")[1]) for n, i in motif.members.items() if i["role"] == "upstream"]
+                    fo = [int(n.split(":")[1]) for n, i in motif.members.items() if i["role"] == "downstream"]
+                    motif.params["kernel_rotation"] = M.kernel_rotation(kernels, fi, fo, t_in, t_out)
+        elif kind == "union_over_cases":
+            found = M.union_over_cases(self._layer_weights(model, layers[0], layers[1]),
+                                       self._layer_weights(model, layers[1], layers[2]),
+                                       self._layer_tuning(model, layers[1], net, stimulus_params),
+                                       tuple(layers), **common)
+        else:
+            size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
+            lines = radial_tuning(net(), layers[1], stimulus="line", n_angles=16, size=size,
+                                  length=size / 3, width=1.5)
+            found = M.superposition(self._layer_weights(model, *layers), lines.responses[:8], tuple(layers),
+                                    **common)
+        run = f"{kind}:{','.join(layers)}:{json.dumps({**common, **stimulus_params}, sort_keys=True)}"
+        for motif in found:
+            motif.members = {f"{model}/{name}": info for name, info in motif.members.items()}
+        run_id = hashlib.sha256(run.encode()).hexdigest()[:12]
+        rows = [{"uid": f"{model}/motif/{run_id}/{i}", "kind": m.kind, "score": float(m.score),
+                 "p_value": float(m.p_value), "params": json.dumps(m.params, default=float), "layers": layers,
+                 "members": [{"uid": uid, "role": info["role"], "orientation": info.get("orientation")}
+                             for uid, info in m.members.items()]} for i, m in enumerate(found)]
+        self.store.write(cypher.DELETE_MOTIFS, model=model, run=run)
+        if rows:
+            self.store.write(cypher.CREATE_MOTIFS, rows=rows, model=model, run=run)
+        return found
+
+    def motifs(self, model: str) -> list[dict]:
+        """Stored motifs of a model with members, roles, scores and p-values."""
+        from circuitatlas.queries import cypher
+
+        return self.store.read(cypher.LIST_MOTIFS, model=model)
+
+    def search(self, pattern: "dict | str", model: str, kind: str = "direct") -> list[dict[str, str]]:
+        """Matches of a signed pattern (a dict, or a name in ``queries.patterns.PATTERNS``):
+        one dict pattern-node -> neuron uid per match. See :mod:`circuitatlas.queries.patterns`."""
+        from circuitatlas.queries.patterns import search
+
+        return search(self.store, pattern, model, kind)
 
 
 def _contact_sheet(images: "list", path, columns: int = 16, cell: int = 64) -> None:

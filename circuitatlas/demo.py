@@ -63,10 +63,25 @@ DEMO_QUERIES = (
     ("the strongest expanded weights between observation layers",
      "MATCH (a:Neuron {model: $model})-[e:EXPANDED]->(b:Neuron) "
      "RETURN a.uid AS src, b.uid AS dst, e.sum AS sum ORDER BY abs(e.sum) DESC LIMIT 5"),
+    ("the motifs found, with their members and roles",
+     "MATCH (n:Neuron)-[r:IN_MOTIF]->(m:Motif) RETURN m.model AS model, m.kind AS kind, m.p_value AS p, "
+     "collect(r.role + ' ' + n.uid)[..6] AS members ORDER BY p"),
     ("the SVD clusters of the first layer, with their members",
      "MATCH (n:Neuron)-[:IN_CLUSTER]->(c:Cluster {model: $model, side: 'input'}) "
      "RETURN c.analysis AS analysis, c.index AS cluster, collect(n.channel) AS channels ORDER BY cluster"),
 )
+
+
+def _run_detectors(atlas, model: str, runs: list, stimulus: dict, echo) -> list[dict]:
+    report = []
+    for kind, layers in runs:
+        found = atlas.find_motifs(kind, model, layers, stimulus_params=stimulus)
+        best = min((m.p_value for m in found), default=None)
+        size = max((len(m.members) for m in found), default=0)
+        echo(f"  {kind} on {model} {' -> '.join(layers)}: {len(found)} found"
+             + (f" (best p = {best:.3g}, largest has {size} units)" if found else ""))
+        report.append({"model": model, "kind": kind, "layers": layers, "found": len(found), "best_p": best})
+    return report
 
 
 def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None) -> dict:
@@ -105,6 +120,16 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     fv = atlas.featurevis(curves, "features.11", steps=128, size=48)
     echo(f"feature visualisation of {curves}/features.11 (last conv, {len(fv['channels'])} channels; "
          f"{fv['rendered']} rendered, {fv['skipped']} already done): contact sheet {fv['sheet']}")
+    motif_report = _run_detectors(atlas, curves, [
+        ("rotation_equivariance", ["features.7", "features.11"]),
+        ("union_over_cases", ["features.3", "features.7", "features.11"]),
+        ("superposition", ["features.7", "features.11"])], {"radius": 8.0}, echo)
+    planted = f"{name}-planted"
+    atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
+    echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
+    motif_report += _run_detectors(atlas, planted, [
+        ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
+        ("superposition", ["mid", "high"])], {"radius": 5.0, "width": 1.5}, echo)
     params = {"uid": f"{name}/stem.0:0", "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
@@ -116,5 +141,5 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
-            "featurevis_sheet": fv["sheet"],
+            "featurevis_sheet": fv["sheet"], "motifs": motif_report,
             "queries": [q for _, q in DEMO_QUERIES]}

@@ -7,7 +7,7 @@ or relationship type from this module's own constants.
 from __future__ import annotations
 
 # Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
-MODEL_LABELS = ("Neuron", "Layer", "Cluster")
+MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif")
 EDGE_TYPES = ("WEIGHT", "EXPANDED")
 
 SCHEMA = (
@@ -15,6 +15,7 @@ SCHEMA = (
     "CREATE CONSTRAINT layer_uid IF NOT EXISTS FOR (l:Layer) REQUIRE l.uid IS UNIQUE",
     "CREATE CONSTRAINT neuron_uid IF NOT EXISTS FOR (n:Neuron) REQUIRE n.uid IS UNIQUE",
     "CREATE CONSTRAINT cluster_uid IF NOT EXISTS FOR (c:Cluster) REQUIRE c.uid IS UNIQUE",
+    "CREATE CONSTRAINT motif_uid IF NOT EXISTS FOR (m:Motif) REQUIRE m.uid IS UNIQUE",
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
     "CREATE INDEX cluster_analysis IF NOT EXISTS FOR (c:Cluster) ON (c.model, c.analysis)",
@@ -144,13 +145,17 @@ RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.kernel) AS kernels
 """
 
 
-def read_l1(rel_type: str) -> str:
-    """Like :func:`read_edges` but only each edge's l1 norm (sum of |kernel|): what SVD needs."""
-    assert rel_type in EDGE_TYPES
+EDGE_STATS = ("sum", "l1", "l2", "max", "min")
+
+
+def read_edge_stat(rel_type: str, stat: str) -> str:
+    """Like :func:`read_edges` but one number per edge (``sum``, ``l1``...): SVD needs ``l1``,
+    the motif detectors ``sum``; far less to move than whole kernels."""
+    assert rel_type in EDGE_TYPES and stat in EDGE_STATS
     return f"""
 MATCH (b:Neuron {{model: $model, layer: $dst}})<-[r:{rel_type}]-(a:Neuron)
 WHERE a.layer = $src AND a.model = $model
-RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.l1) AS l1
+RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.{stat}) AS value
 """
 
 
@@ -210,3 +215,32 @@ RETURN n.channel AS c, n.featurevis AS path ORDER BY c
 """
 
 SET_LAYER_SHEET = "MATCH (l:Layer {uid: $uid}) SET l.featurevis_sheet = $sheet"
+
+# -- motifs --------------------------------------------------------------------------------------
+DELETE_MOTIFS = "MATCH (m:Motif {model: $model, run: $run}) DETACH DELETE m"
+
+CREATE_MOTIFS = """
+UNWIND $rows AS row
+CREATE (m:Motif {uid: row.uid, kind: row.kind, model: $model, run: $run, score: row.score, p_value: row.p_value,
+                 params: row.params, layers: row.layers})
+WITH m, row
+UNWIND row.members AS member
+MATCH (n:Neuron {uid: member.uid})
+CREATE (n)-[:IN_MOTIF {role: member.role, orientation: member.orientation}]->(m)
+"""
+
+LIST_MOTIFS = """
+MATCH (m:Motif {model: $model})
+OPTIONAL MATCH (n:Neuron)-[r:IN_MOTIF]->(m)
+WITH m, n, r ORDER BY n.uid
+RETURN m.uid AS uid, m.kind AS kind, m.score AS score, m.p_value AS p_value, m.layers AS layers,
+       m.params AS params, collect({uid: n.uid, role: r.role, orientation: r.orientation}) AS members
+ORDER BY kind, score DESC
+"""
+
+LAYER_TUNING = """
+MATCH (n:Neuron {model: $model, layer: $layer})
+RETURN n.channel AS channel, n.orientation AS orientation, n.orientation_selectivity AS selectivity,
+       n.tuning AS tuning, n.tuning_angles AS angles
+ORDER BY channel
+"""

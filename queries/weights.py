@@ -8,7 +8,7 @@ from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["read_weights", "read_abs_sums"]
+__all__ = ["read_weights", "read_abs_sums", "read_edge_stat"]
 
 _REL = {"direct": "WEIGHT", "expanded": "EXPANDED"}
 
@@ -20,18 +20,24 @@ def _channels(store: Store, model: str, layer: str) -> int:
     return info[0]["channels"]
 
 
-def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
-    """Sum over kernel positions of |W| between two layers, (out, in), from the edges' ``l1``."""
+def read_edge_stat(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct",
+                   stat: str = "sum") -> np.ndarray:
+    """One statistic of each kernel between two layers as an (out, in) array (absent edges: 0)."""
     if kind not in _REL:
         raise ValueError(f"kind must be 'direct' or 'expanded', not {kind!r}")
     out = np.zeros((_channels(store, model, dst_layer), _channels(store, model, src_layer)), dtype=np.float64)
     found = False
-    for row in store.stream(cypher.read_l1(_REL[kind]), model=model, src=src_layer, dst=dst_layer):
-        out[row["dst"], row["src"]] = row["l1"]
+    for row in store.stream(cypher.read_edge_stat(_REL[kind], stat), model=model, src=src_layer, dst=dst_layer):
+        out[row["dst"], row["src"]] = row["value"]
         found = True
     if not found:
         raise NotFound(f"no {kind} edges from {src_layer} to {dst_layer} in model {model!r}")
     return out
+
+
+def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
+    """Sum over kernel positions of |W| between two layers, (out, in), from the edges' ``l1``."""
+    return read_edge_stat(store, model, src_layer, dst_layer, kind, "l1")
 
 
 def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:

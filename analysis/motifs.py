@@ -1,0 +1,330 @@
+"""Circuit motif detectors: pure functions over weights and neuron characterisations.
+
+Each detector scores every candidate, and its p-value comes from a permutation null in which
+the weights are shuffled within each layer pair (kernels reassigned to random unit pairs) while
+the tuning stays: p = (1 + #{shuffles whose *best* candidate scores at least as high}) / (1 + n).
+Comparing against the best candidate of each shuffle (a max-statistic test) keeps the chance of
+any false report at ``alpha`` however many candidates were looked at.
+
+Weights are (out, in, kh, kw) arrays; tuning is a :class:`Tuning` per layer (preferred angle,
+selectivity and the response curve over angles, as from :func:`~circuitatlas.analysis.tuning.radial_tuning`).
+Members are named ``"<layer>:<channel>"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Motif", "Tuning", "orientation_families", "rotation_equivariance", "kernel_rotation", "union_over_cases",
+           "superposition", "mirror_angle", "shuffle_weights"]
+
+
+@dataclass
+class Motif:
+    kind: str
+    members: dict[str, dict]  # "<layer>:<channel>" -> {"role": ..., "orientation": ...}
+    score: float
+    p_value: float
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Tuning:
+    """One layer's orientation tuning: ``responses`` (n_angles, C) over ``angles`` (degrees)."""
+
+    angles: np.ndarray
+    responses: np.ndarray
+    preferred: np.ndarray  # (C,) degrees
+    selectivity: np.ndarray  # (C,) vector strength in [0, 1]
+
+
+def _wrap(deg: np.ndarray | float) -> np.ndarray:
+    return (np.asarray(deg) + 180.0) % 360.0 - 180.0
+
+
+def mirror_angle(deg: np.ndarray | float) -> np.ndarray:
+    """The orientation of the horizontal mirror image (left-right flip): 180 - angle."""
+    return (180.0 - np.asarray(deg)) % 360.0
+
+
+def shuffle_weights(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Kernels reassigned to random (out, in) pairs: the permutation null of every detector."""
+    out, inp = W.shape[:2]
+    flat = W.reshape(out * inp, *W.shape[2:])
+    return flat[rng.permutation(out * inp)].reshape(W.shape)
+
+
+def _shuffle_sums(sums: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Kernel sums of :func:`shuffle_weights` (the detectors' statistics see only each
+    kernel's sum, so shuffling the sums is the same null, without moving whole kernels)."""
+    return rng.permutation(sums.ravel()).reshape(sums.shape)
+
+
+def _p_value(observed: float, null_max: np.ndarray) -> float:
+    return float((1 + np.sum(null_max >= observed - 1e-12)) / (1 + len(null_max)))
+
+
+# -- rotation equivariance ---------------------------------------------------------------------
+def orientation_families(tuning: Tuning, min_selectivity: float = 0.5, min_shape_corr: float = 0.8,
+                         min_size: int = 4) -> list[list[int]]:
+    """Groups of units that share one tuning shape up to rotation and cover the circle.
+
+    Each tuned unit's curve is rotated so that its preferred angle sits at 0; units whose aligned,
+    normalised curves correlate at least ``min_shape_corr`` with the group mean form a family; a
+    family must have ``min_size`` units whose preferred angles spread around the circle.
+    """
+    n_angles = len(tuning.angles)
+    step = 360.0 / n_angles
+    tuned = [c for c in range(tuning.responses.shape[1]) if tuning.selectivity[c] >= min_selectivity
+             and tuning.responses[:, c].max() > 0]
+    aligned = {}
+    for c in tuned:
+        shift = int(round(tuning.preferred[c] / step)) % n_angles
+        curve = np.roll(tuning.responses[:, c], -shift)
+        curve = curve - curve.mean()
+        norm = np.linalg.norm(curve)
+        if norm > 0:
+            aligned[c] = curve / norm
+    families: list[list[int]] = []
+    left = set(aligned)
+    while left:
+        seed = max(left, key=lambda c: sum(aligned[c] @ aligned[d] for d in left))
+        mean = aligned[seed]
+        members = [c for c in left if aligned[c] @ mean >= min_shape_corr]
+        mean = np.mean([aligned[c] for c in members], axis=0)
+        mean /= np.linalg.norm(mean) or 1.0
+        members = sorted(c for c in left if aligned[c] @ mean >= min_shape_corr)
+        left -= set(members) | {seed}
+        spread = np.abs(np.exp(1j * np.deg2rad(tuning.preferred[members])).mean()) if members else 1.0
+        if len(members) >= min_size and spread < 0.5:
+            families.append(members)
+    return families
+
+
+def _circulant_score(w: np.ndarray, delta: np.ndarray, n_bins: int) -> tuple[float, np.ndarray]:
+    """R^2 of w explained by its orientation-difference bin, and the mean weight per bin."""
+    bins = np.floor((delta % 360.0) / (360.0 / n_bins) + 0.5).astype(int) % n_bins
+    profile = np.array([w[bins == b].mean() if np.any(bins == b) else 0.0 for b in range(n_bins)])
+    total = ((w - w.mean()) ** 2).sum()
+    if total <= 0:
+        return 0.0, profile
+    residual = ((w - profile[bins]) ** 2).sum()
+    return float(1 - residual / total), profile
+
+
+def rotation_equivariance(
+    W: np.ndarray,
+    tuning_in: Tuning,
+    tuning_out: Tuning,
+    layers: tuple[str, str] = ("A", "B"),
+    n_bins: int = 8,
+    n_perm: int = 200,
+    alpha: float = 0.01,
+    seed: int = 0,
+    **family_params,
+) -> list[Motif]:
+    """Orientation families in both layers whose family-to-family weights depend only on the
+    orientation difference (a circulant), scored by R^2 of that dependence.
+
+    Reports each family pair with p < ``alpha``: members with role ``upstream`` / ``downstream``
+    and orientation, the excite-similar / inhibit-opposite profile (mean weight per difference
+    bin), and how well kernels rotate with orientation (mean correlation of a kernel rotated by
+    the orientation step with the matching kernel).
+    """
+    fam_in = orientation_families(tuning_in, **family_params)
+    fam_out = orientation_families(tuning_out, **family_params)
+    pairs = [(fi, fo) for fi in fam_in for fo in fam_out]
+    if not pairs:
+        return []
+    sums = np.asarray(W.sum(axis=(2, 3)) if W.ndim == 4 else W, dtype=np.float64)
+
+    def scores(summed: np.ndarray) -> list[float]:
+        out = []
+        for fi, fo in pairs:
+            w = summed[np.ix_(fo, fi)].ravel()
+            delta = (tuning_in.preferred[fi][None, :] - tuning_out.preferred[fo][:, None]).ravel()
+            out.append(_circulant_score(w, delta, n_bins)[0])
+        return out
+
+    observed = scores(sums)
+    rng = np.random.default_rng(seed)
+    null = np.array([max(scores(_shuffle_sums(sums, rng))) for _ in range(n_perm)])
+    motifs = []
+    for (fi, fo), score in zip(pairs, observed):
+        p = _p_value(score, null)
+        if p >= alpha:
+            continue
+        w = sums[np.ix_(fo, fi)].ravel()
+        delta = (tuning_in.preferred[fi][None, :] - tuning_out.preferred[fo][:, None]).ravel()
+        _, profile = _circulant_score(w, delta, n_bins)
+        members = {f"{layers[0]}:{c}": {"role": "upstream", "orientation": float(tuning_in.preferred[c])} for c in fi}
+        members.update({f"{layers[1]}:{c}": {"role": "downstream", "orientation": float(tuning_out.preferred[c])}
+                        for c in fo})
+        motifs.append(Motif("rotation_equivariance", members, score, p, {
+            "profile": [float(v) for v in profile], "bins_deg": [b * 360.0 / n_bins for b in range(n_bins)],
+            "excite_similar": bool(profile[0] > 0), "inhibit_opposite": bool(profile[n_bins // 2] < 0),
+            "kernel_rotation": kernel_rotation(W, fi, fo, tuning_in, tuning_out) if W.ndim == 4 else None,
+            "n_perm": n_perm, "layers": list(layers)}))
+    return motifs
+
+
+def kernel_rotation(W: np.ndarray, fi: list[int], fo: list[int], t_in: Tuning, t_out: Tuning) -> float | None:
+    """Mean correlation between kernel i->j rotated by (theta_j' - theta_j) and kernel i'->j',
+    over pairs with the same orientation difference; None for 1x1 kernels."""
+    if W.shape[2] < 3:
+        return None
+    from scipy import ndimage
+
+    corrs = []
+    for j in fo:
+        for jj in fo:
+            if j == jj:
+                continue
+            turn = float(_wrap(t_out.preferred[jj] - t_out.preferred[j]))
+            for i in fi:
+                target = t_in.preferred[i] + turn
+                ii = min(fi, key=lambda c: abs(_wrap(t_in.preferred[c] - target)))
+                if abs(_wrap(t_in.preferred[ii] - target)) > 360.0 / len(fi) / 3:
+                    continue
+                rotated = ndimage.rotate(W[j, i], turn, reshape=False, order=1)
+                a, b = rotated.ravel(), W[jj, ii].ravel()
+                if a.std() > 0 and b.std() > 0:
+                    corrs.append(np.corrcoef(a, b)[0, 1])
+    return float(np.mean(corrs)) if corrs else None
+
+
+# -- union over cases ----------------------------------------------------------------------------
+def _mirror_pairs(tuning: Tuning, min_selectivity: float, tolerance: float) -> list[tuple[int, int]]:
+    tuned = [c for c in range(len(tuning.preferred)) if tuning.selectivity[c] >= min_selectivity]
+    pairs = []
+    for a in tuned:
+        for b in tuned:
+            if a < b and abs(_wrap(tuning.preferred[b] - mirror_angle(tuning.preferred[a]))) <= tolerance \
+                    and abs(_wrap(tuning.preferred[a] - tuning.preferred[b])) > 2 * tolerance:
+                pairs.append((a, b))
+    return pairs
+
+
+def union_over_cases(
+    W_ab: np.ndarray,
+    W_bc: np.ndarray,
+    tuning_b: Tuning,
+    layers: tuple[str, str, str] = ("A", "B", "C"),
+    min_selectivity: float = 0.3,
+    tolerance: float = 10.0,
+    min_union: float = 0.5,
+    n_perm: int = 200,
+    alpha: float = 0.01,
+    seed: int = 0,
+) -> list[Motif]:
+    """Mirror-pair pathways (b, b') in layer B that inhibit each other's cases and both excite a
+    unit u of layer C, each with at least ``min_union`` of u's strongest input. Score: the weaker of u's two inputs (relative to u's strongest input)
+    times the weaker cross-inhibition (relative to each pathway's strongest input)."""
+    s_ab = np.asarray(W_ab.sum(axis=(2, 3)) if W_ab.ndim == 4 else W_ab, dtype=np.float64)
+    s_bc = np.asarray(W_bc.sum(axis=(2, 3)) if W_bc.ndim == 4 else W_bc, dtype=np.float64)
+    pairs = _mirror_pairs(tuning_b, min_selectivity, tolerance)
+    if not pairs:
+        return []
+
+    def candidates(ab: np.ndarray, bc: np.ndarray) -> list[tuple[float, int, int, int, int, int]]:
+        out = []
+        scale_c = np.abs(bc).max(axis=1) + 1e-12
+        scale_b = np.abs(ab).max(axis=1) + 1e-12
+        for b, bb in pairs:
+            case, case_m = int(np.argmax(ab[b])), int(np.argmax(ab[bb]))
+            if case == case_m:
+                continue
+            inhibit = min(-ab[b, case_m] / scale_b[b], -ab[bb, case] / scale_b[bb])
+            if inhibit <= 0:
+                continue
+            union = np.minimum(bc[:, b], bc[:, bb]) / scale_c
+            u = int(np.argmax(union))
+            if union[u] >= min_union:
+                out.append((float(union[u] * inhibit), b, bb, u, case, case_m))
+        return out
+
+    found = candidates(s_ab, s_bc)
+    if not found:
+        return []
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_perm):
+        null.append(max((c[0] for c in candidates(_shuffle_sums(s_ab, rng), _shuffle_sums(s_bc, rng))),
+                        default=0.0))
+    null = np.array(null)
+    motifs = []
+    for score, b, bb, u, case, case_m in found:
+        p = _p_value(score, null)
+        if p >= alpha:
+            continue
+        a_layer, b_layer, c_layer = layers
+        members = {
+            f"{a_layer}:{case}": {"role": "case"}, f"{a_layer}:{case_m}": {"role": "case_mirror"},
+            f"{b_layer}:{b}": {"role": "pathway", "orientation": float(tuning_b.preferred[b])},
+            f"{b_layer}:{bb}": {"role": "pathway_mirror", "orientation": float(tuning_b.preferred[bb])},
+            f"{c_layer}:{u}": {"role": "union"},
+        }
+        motifs.append(Motif("union_over_cases", members, score, p, {"n_perm": n_perm, "layers": list(layers)}))
+    return motifs
+
+
+# -- superposition -------------------------------------------------------------------------------
+def superposition(
+    W: np.ndarray,
+    class_responses: np.ndarray,
+    layers: tuple[str, str] = ("A", "B"),
+    min_targets: int = 3,
+    dominance: float = 0.5,
+    polysemantic_level: float = 0.25,
+    n_perm: int = 200,
+    alpha: float = 0.01,
+    seed: int = 0,
+) -> list[Motif]:
+    """A unit of layer A whose positive output spreads over several units of layer B with no
+    dominant target, where it is a secondary input of each target and the targets are
+    polysemantic (respond to at least two stimulus classes of ``class_responses`` (n_classes, C_B)
+    at ``polysemantic_level`` of their maximum).
+
+    Score: the participation ratio of the outgoing positive weights, times the fraction of
+    polysemantic targets, times (1 - the largest ratio of the unit's weight to a target's
+    strongest input): zero as soon as the unit is the main input of any target.
+    """
+    sums = np.asarray(W.sum(axis=(2, 3)) if W.ndim == 4 else W, dtype=np.float64)  # (B, A)
+    peak = class_responses.max(axis=0)
+    poly = (class_responses >= polysemantic_level * np.where(peak > 0, peak, np.inf)[None, :]).sum(axis=0) >= 2
+
+    def evaluate(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score of every unit of A (0 where it is no candidate) and the target mask (B, A)."""
+        o = np.clip(s, 0, None)
+        total = o.sum(axis=0)
+        peak_o = o.max(axis=0)
+        targets = (o >= 0.2 * peak_o[None, :]) & (o > 0)
+        n_targets = targets.sum(axis=0)
+        ok = (total > 0) & (peak_o <= dominance * np.where(total > 0, total, np.inf)) & (n_targets >= min_targets)
+        pr = np.where(ok, total**2 / np.maximum((o**2).sum(axis=0), 1e-300), 0.0)
+        strongest_in = np.maximum(s.max(axis=1), 1e-12)[:, None]  # each target's strongest positive input
+        share = np.where(targets, o / strongest_in, 0.0).max(axis=0)  # the unit must be secondary everywhere
+        poly_frac = (targets & poly[:, None]).sum(axis=0) / np.maximum(n_targets, 1)
+        positive = total / np.maximum(np.abs(s).sum(axis=0), 1e-300)  # excitation, not a mix of signs
+        return np.where(ok, pr * poly_frac * np.clip(1 - share, 0, None) * positive**2, 0.0), targets
+
+    scores, target_mask = evaluate(sums)
+    found = [(float(scores[f]), f, np.flatnonzero(target_mask[:, f]).tolist()) for f in np.flatnonzero(scores > 0)]
+    if not found:
+        return []
+    rng = np.random.default_rng(seed)
+    null = np.array([evaluate(_shuffle_sums(sums, rng))[0].max() for _ in range(n_perm)])
+    motifs = []
+    for score, f, targets in found:
+        p = _p_value(score, null)
+        if p >= alpha or score <= 0:
+            continue
+        members = {f"{layers[0]}:{f}": {"role": "feature"}}
+        members.update({f"{layers[1]}:{t}": {"role": "carrier"} for t in targets})
+        motifs.append(Motif("superposition", members, score, p, {
+            "participation_ratio": float(np.clip(sums[:, f], 0, None).sum() ** 2
+                                         / (np.clip(sums[:, f], 0, None) ** 2).sum()),
+            "polysemantic_targets": int(poly[targets].sum()), "n_perm": n_perm, "layers": list(layers)}))
+    return motifs

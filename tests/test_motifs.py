@@ -1,0 +1,183 @@
+"""Motif detectors against planted ground truth and shuffled nulls; storage; pattern search."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from circuitatlas.analysis import motifs as M
+from circuitatlas.analysis.planted import build
+from circuitatlas.analysis.tuning import radial_tuning
+from circuitatlas.cli import main
+from circuitatlas.queries.patterns import PATTERNS, compile_pattern, match_networkx
+
+
+def _tuning(net, layer):
+    r = radial_tuning(net.module, layer, size=33, radius=5, width=1.5)
+    return M.Tuning(r.angles, r.responses, r.preferred_deg, r.selectivity)
+
+
+def _lines(net, layer):
+    return radial_tuning(net.module, layer, stimulus="line", n_angles=16, size=33, length=11, width=1.5).responses[:8]
+
+
+def _w(net, layer):
+    return getattr(net.module, layer).weight.detach().numpy()
+
+
+def _shuffled(net, seed):
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name in net.truth["layers"][1:]:
+            conv = getattr(net.module, name)
+            conv.weight.copy_(torch.from_numpy(M.shuffle_weights(conv.weight.numpy(), rng)))
+    return net
+
+
+def _truth(net, kind):
+    return next(m for m in net.truth["motifs"] if m["kind"] == kind)["members"]
+
+
+def _precision_recall(found, truth):
+    reported = [name for m in found for name in m.members]
+    hits = [name for name in reported if name in truth]
+    precision = len(hits) / len(reported) if reported else 0.0
+    recall = len(set(hits)) / len(truth)
+    return precision, recall
+
+
+def _detect(kind, net):
+    if kind == "rotation_equivariance":
+        return M.rotation_equivariance(_w(net, "high"), _tuning(net, "mid"), _tuning(net, "high"), ("mid", "high"))
+    if kind == "union_over_cases":
+        return M.union_over_cases(_w(net, "high"), _w(net, "top"), _tuning(net, "high"), ("mid", "high", "top"))
+    return M.superposition(_w(net, "high"), _lines(net, "high"), ("mid", "high"))
+
+
+CASES = [  # (detector, planted kind, sizes)
+    ("rotation_equivariance", "equivariance", {"k": 8, "noise": 0.05}),
+    ("rotation_equivariance", "equivariance", {"k": 4, "noise": 0.05}),
+    ("rotation_equivariance", "mixed", {"noise": 0.05}),
+    ("union_over_cases", "union_over_cases", {"distractors": 4, "noise": 0.05}),
+    ("union_over_cases", "mixed", {"noise": 0.05}),
+    ("superposition", "superposition", {"n_targets": 6}),
+    ("superposition", "superposition", {"n_targets": 8, "n_lines": 12}),
+]
+
+
+@pytest.mark.parametrize("detector,kind,sizes", CASES)
+def test_detectors_recover_planted_motifs(detector, kind, sizes):
+    for seed in range(4):
+        net = build(kind, seed=seed, **sizes)
+        truth = _truth(net, detector)
+        found = _detect(detector, net)
+        precision, recall = _precision_recall(found, truth)
+        assert precision >= 0.95 and recall >= 0.9, (seed, precision, recall)
+        for motif in found:
+            assert motif.p_value < 0.01 and motif.score > 0
+            roles = {name: info["role"] for name, info in motif.members.items()}
+            if detector == "rotation_equivariance":  # upstream = planted early curves, downstream = curves
+                expected = {"early_curve": "upstream", "curve": "downstream"}
+                assert all(roles[n] == expected[truth[n]["role"]] for n in roles)
+                for name, info in motif.members.items():
+                    diff = (info["orientation"] - truth[name]["orientation"] + 180) % 360 - 180
+                    assert abs(diff) < 5
+                assert motif.params["excite_similar"] and motif.params["inhibit_opposite"]
+            else:
+                assert all(roles[n] == truth[n]["role"] for n in roles)
+
+
+@pytest.mark.parametrize("detector", ["rotation_equivariance", "union_over_cases", "superposition"])
+def test_shuffled_weights_give_nothing(detector):
+    runs = 20
+    reported = sum(bool(_detect(detector, _shuffled(build("mixed", seed=seed), 100 + seed))) for seed in range(runs))
+    assert reported <= runs * 0.05
+
+
+def test_stored_motifs_replace_and_drop(atlas, cli_env):
+    atlas.ingest("planted:mixed", "mx", input_size=(3, 33, 33), expanded=False)
+    for _ in range(2):
+        found = atlas.find_motifs("rotation_equivariance", "mx", ["mid", "high"], stimulus_params={"radius": 5.0,
+                                                                                                    "width": 1.5})
+        assert len(found) == 1 and len(found[0].members) == 16
+        stored = atlas.motifs("mx")
+        assert len(stored) == 1 and stored[0]["kind"] == "rotation_equivariance"
+        assert sorted(m["uid"] for m in stored[0]["members"]) == sorted(found[0].members)
+    atlas.find_motifs("union_over_cases", "mx", ["mid", "high", "top"])
+    roles = atlas.cypher("MATCH (n:Neuron)-[r:IN_MOTIF]->(m:Motif {model: 'mx', kind: 'union_over_cases'}) "
+                         "RETURN r.role AS role ORDER BY role")
+    assert [r["role"] for r in roles] == sorted(["case", "case_mirror", "pathway", "pathway_mirror", "union"])
+    listed = CliRunner().invoke(main, ["motifs", "list", "mx", "--json"], env=cli_env)
+    assert listed.exit_code == 0 and len(json.loads(listed.output)) == 2
+    bad = CliRunner().invoke(main, ["motifs", "find", "union_over_cases", "mx", "--layers", "mid,high"], env=cli_env)
+    assert bad.exit_code == 1 and "takes 3 layers" in bad.output
+    atlas.drop("mx")
+    assert atlas.cypher("MATCH (m:Motif {model: 'mx'}) RETURN count(m) AS n") == [{"n": 0}]
+
+
+def test_trained_curves_model_has_an_equivariant_family(atlas):
+    atlas.ingest("zoo:curves", "zcm", input_size=(3, 32, 32), expanded=False)
+    found = atlas.find_motifs("rotation_equivariance", "zcm", ["features.7", "features.11"],
+                              stimulus_params={"radius": 8.0})
+    assert found and min(m.p_value for m in found) < 0.01
+    best = min(found, key=lambda m: m.p_value)
+    assert best.params["excite_similar"] and best.params["inhibit_opposite"]
+
+
+def _random_model(atlas, name: str, seed: int) -> nx.DiGraph:
+    """Three layers of 5 neurons with random signed edges, written with plain Cypher."""
+    rnd = random.Random(seed)
+    g = nx.DiGraph()
+    layers = ["L0", "L1", "L2"]
+    atlas.execute("CREATE (:Model {id: $m, status: 'complete'})", m=name)
+    atlas.execute("UNWIND $rows AS r CREATE (:Neuron {uid: r.uid, model: $m, layer: r.layer, channel: r.c})",
+                  m=name, rows=[{"uid": f"{name}/{l}:{c}", "layer": l, "c": c} for l in layers for c in range(5)])
+    for l in layers:
+        g.add_nodes_from((f"{name}/{l}:{c}", {"layer": l}) for c in range(5))
+    edges = []
+    for a, b in zip(layers, layers[1:]):
+        for i in range(5):
+            for j in range(5):
+                if rnd.random() < 0.7:
+                    s = rnd.choice([-1, 1]) * rnd.uniform(0.05, 1.0)
+                    edges.append({"a": f"{name}/{a}:{i}", "b": f"{name}/{b}:{j}", "s": s})
+                    g.add_edge(f"{name}/{a}:{i}", f"{name}/{b}:{j}", sum=s)
+    atlas.execute("UNWIND $rows AS r MATCH (a:Neuron {uid: r.a}), (b:Neuron {uid: r.b}) "
+                  "CREATE (a)-[:WEIGHT {sum: r.s, kernel: [r.s], kh: 1, kw: 1}]->(b)", rows=edges)
+    return g
+
+
+def _canon(matches):
+    return sorted(tuple(sorted(m.items())) for m in matches)
+
+
+def test_pattern_search_cypher_equals_networkx(atlas):
+    rnd = random.Random(0)
+    for seed in range(4):
+        name = f"rand{seed}"
+        g = _random_model(atlas, name, seed)
+        patterns = [PATTERNS["feed_forward_excitation"], PATTERNS["mutual_inhibition"]]
+        for _ in range(3):  # random patterns with layer constraints, signs and bounds
+            n = rnd.randint(2, 4)
+            nodes = {f"v{i}": ({"layer": rnd.choice(["L0", "L1", "L2"])} if rnd.random() < 0.5 else {})
+                     for i in range(n)}
+            edges = [{"src": f"v{i}", "dst": f"v{i + 1}", "sign": rnd.choice("+-"),
+                      "min": rnd.choice([0, 0.2, 0.5]), "relative": rnd.random() < 0.5} for i in range(n - 1)]
+            patterns.append({"nodes": nodes, "edges": edges})
+        for pattern in patterns:
+            assert _canon(atlas.search(pattern, name)) == _canon(match_networkx(g, pattern))
+    assert any(atlas.search(PATTERNS["feed_forward_excitation"], f"rand{s}") for s in range(4))  # not vacuous
+
+
+def test_pattern_compiler_keeps_values_out_of_the_query():
+    query, params = compile_pattern({"nodes": {"a": {"layer": "x' DETACH DELETE n //"}, "b": {}},
+                                     "edges": [{"src": "a", "dst": "b", "sign": "-", "min": 0.3}]})
+    assert "DETACH" not in query and params["layer_n0"].startswith("x'")
+    with pytest.raises(ValueError):
+        compile_pattern({"nodes": {"a`}) DETACH DELETE n //": {}}, "edges": []})
