@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingest import machine  # noqa: E402  (bench/ingest.py)
 
 from circuitatlas.analysis.featurevis import channel, pick_device, render, render_channels  # noqa: E402
+from circuitatlas.analysis.hooks import run_to_layers  # noqa: E402
 from circuitatlas.ingest.sources import load_model  # noqa: E402
 
 
@@ -32,25 +33,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--sample", type=int, default=4, help="channels rendered one at a time")
     parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false")
+    parser.add_argument("--check-bf16", type=int, default=0, metavar="N",
+                        help="also render N channels of the first layer in fp32 and compare (CUDA)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     device = pick_device()
     model = load_model(args.model).module.to(device).eval()
     result = {"benchmark": "featurevis", "model": args.model, "size": args.size, "steps": args.steps,
               "device": str(device), "machine": machine(),
               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "layers": []}
-    total_batched = total_images = 0.0
+    total_batched = total_images = total_single = 0.0
     for layer in args.layers.split(","):
         n = _channels(model, layer, args.size, device)
         began = time.monotonic()
         render_channels(model, layer, list(range(n)), chunk=args.chunk, size=args.size, steps=args.steps,
-                        device=device)
+                        device=device, channels_last=args.channels_last, fold_bn=args.fold_bn)
         if device.type == "cuda":
             torch.cuda.synchronize()
         batched_s = time.monotonic() - began
         sample = list(range(min(args.sample, n)))
         began = time.monotonic()
         for c in sample:
-            render(model, channel(layer, c), size=args.size, steps=args.steps, device=device)
+            render(model, channel(layer, c), size=args.size, steps=args.steps, device=device,
+                   channels_last=args.channels_last, fold_bn=args.fold_bn)
         if device.type == "cuda":
             torch.cuda.synchronize()
         single_s = (time.monotonic() - began) / len(sample)
@@ -63,17 +70,48 @@ def main() -> None:
         })
         total_batched += batched_s
         total_images += n
+        total_single += single_s * n
+        print(json.dumps(result["layers"][-1]), file=sys.stderr, flush=True)
+        if args.out is not None:  # partial results survive a time limit
+            args.out.write_text(json.dumps(result, indent=2))
     result["total_batched_s"] = round(total_batched, 1)
     result["total_channels"] = int(total_images)
+    result["one_at_a_time_estimate_s"] = round(total_single, 1)
+    result["speedup_per_channel"] = round(total_single / total_batched, 1)
     if device.type == "cpu":
         result["target"] = "a 64-channel zoo layer at 64 px and 256 steps in under 60 s on this CPU"
         result["meets_target"] = total_batched < 60
-    print(json.dumps(result, indent=2))
+    else:
+        result["target"] = "GoogLeNet inception3a..inception5b at 512 steps, 128 px in <= 180 s, >= 100x one-at-a-time"
+        result["meets_target"] = total_batched <= 180 and total_single / total_batched >= 100
+    if args.check_bf16 and device.type == "cuda":
+        result["bf16_vs_fp32"] = _compare_precision(model, args.layers.split(",")[0], args.check_bf16, args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+def _compare_precision(model, layer: str, n: int, args) -> dict:
+    """Render the same channels with and without bf16 autocast: do the images agree?"""
+    channels = list(range(n))
+    kwargs = dict(size=args.size, steps=args.steps, seed=0)
+    low = render_channels(model, layer, channels, mixed_precision=True, **kwargs)
+    full = render_channels(model, layer, channels, mixed_precision=False, **kwargs)
+    diff = (low.images - full.images).abs()
+    corr = [float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+            for a, b in zip(low.images, full.images)]
+    objective = channel(layer, channels)
+    device = next(model.parameters()).device
+    with torch.no_grad():  # each image scored in fp32 by its own unit
+        scores = [objective(run_to_layers(model.float(), [layer], r.images.to(device))) for r in (low, full)]
+    return {"layer": layer, "channels": n, "mean_abs_pixel_diff": round(float(diff.mean()), 4),
+            "median_pixel_correlation": round(float(sorted(corr)[len(corr) // 2]), 3),
+            "fp32_score_of_bf16_images": float(f"{float(scores[0].mean()):.4g}"),
+            "fp32_score_of_fp32_images": float(f"{float(scores[1].mean()):.4g}")}
 
 
 def _channels(model, layer: str, size: int, device) -> int:
-    from circuitatlas.analysis.hooks import run_to_layers
-
     with torch.no_grad():
         return int(run_to_layers(model, [layer], torch.zeros(1, 3, size, size, device=device))[layer].shape[1])
 

@@ -99,3 +99,33 @@ def test_featurevis_annotation_writes_once(atlas, cli_env):
     assert report["rendered"] == 2 and report["skipped"] == 6  # channels 1 and 2 had other settings
     sheet = atlas.cypher("MATCH (l:Layer {uid: 'fv/high'}) RETURN l.featurevis_sheet AS s")[0]["s"]
     assert sheet == report["sheet"]
+
+
+def test_batchnorm_folding_keeps_activations_and_falls_back_when_wrong():
+    from circuitatlas.analysis.featurevis.fusion import fold_batchnorm, folded_for_layers
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3), torch.nn.BatchNorm2d(4))
+    for bn in (net[1], net[4]):  # non-trivial running statistics
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    net.eval()
+    folded, count = fold_batchnorm(net)
+    assert count == sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5)
+    assert folded_for_layers(net, ["4"], 16, torch.device("cpu")) is not net
+
+    class Wrong(torch.nn.Module):  # registered conv-then-bn, but the BN runs on the input first
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    wrong = Wrong().eval()
+    wrong.bn.running_mean.fill_(0.7)
+    assert folded_for_layers(wrong, ["conv"], 8, torch.device("cpu")) is wrong

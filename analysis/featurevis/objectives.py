@@ -55,33 +55,45 @@ class Objective:
         return f"Objective({self.description})"
 
 
-def _per_image(channels: int | Sequence[int], batch: int, device: torch.device) -> torch.Tensor:
-    if isinstance(channels, int):
-        return torch.full((batch,), channels, dtype=torch.long, device=device)
-    index = torch.as_tensor(list(channels), dtype=torch.long, device=device)
-    if len(index) != batch:
-        raise ValueError(f"{len(index)} channels for a batch of {batch} images")
-    return index
+class _PerImage:
+    """Channel index per image: one for all (an int) or one each (a list), kept on each device
+    it is asked for, so that the optimisation loop copies nothing to the GPU."""
+
+    def __init__(self, channels: int | Sequence[int]) -> None:
+        self.single = channels if isinstance(channels, int) else None
+        self.index = None if isinstance(channels, int) else torch.as_tensor(list(channels), dtype=torch.long)
+        self._on: dict[torch.device, torch.Tensor] = {}
+
+    def __call__(self, batch: int, device: torch.device) -> torch.Tensor:
+        if self.single is not None:
+            return torch.full((batch,), self.single, dtype=torch.long, device=device)
+        if len(self.index) != batch:
+            raise ValueError(f"{len(self.index)} channels for a batch of {batch} images")
+        if device not in self._on:
+            self._on[device] = self.index.to(device)
+        return self._on[device]
 
 
 def channel(layer: str, n: int | Sequence[int]) -> Objective:
     """Mean activation of channel ``n`` (or, per image, of ``n[i]``) over all positions."""
+    per_image = _PerImage(n)
+
     def score(acts: dict[str, torch.Tensor]) -> torch.Tensor:
         a = acts[layer]
-        idx = _per_image(n, a.shape[0], a.device)
-        return a[torch.arange(a.shape[0], device=a.device), idx].mean(dim=(1, 2))
+        return a[torch.arange(a.shape[0], device=a.device), per_image(a.shape[0], a.device)].mean(dim=(1, 2))
 
     return Objective(score, [layer], f"{layer}:{n}")
 
 
 def neuron(layer: str, n: int | Sequence[int], row: int | None = None, col: int | None = None) -> Objective:
     """Activation of channel ``n`` at one position (default: the centre of the map)."""
+    per_image = _PerImage(n)
+
     def score(acts: dict[str, torch.Tensor]) -> torch.Tensor:
         a = acts[layer]
         r = a.shape[2] // 2 if row is None else row
         c = a.shape[3] // 2 if col is None else col
-        idx = _per_image(n, a.shape[0], a.device)
-        return a[torch.arange(a.shape[0], device=a.device), idx, r, c]
+        return a[torch.arange(a.shape[0], device=a.device), per_image(a.shape[0], a.device), r, c]
 
     return Objective(score, [layer], f"{layer}:{n}@centre" if row is None else f"{layer}:{n}@{row},{col}")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from circuitatlas.analysis.featurevis.fusion import folded_for_layers
 from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective, channel, neuron
 from circuitatlas.analysis.featurevis.param import fft_image, pixel_image
 from circuitatlas.analysis.featurevis.transforms import Transform, compose, standard_transforms
@@ -44,6 +46,17 @@ def _frozen(model: nn.Module) -> "contextlib.AbstractContextManager[None]":
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def _cudnn_autotune(enabled: bool) -> "contextlib.AbstractContextManager[None]":
+    """Let cuDNN pick the fastest convolution algorithms (the shapes repeat every step); restored after."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
 def _activations(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The objective's layers; ``"input"`` is the (transformed) image itself."""
     inner = [layer for layer in layers if layer != INPUT]
@@ -68,17 +81,27 @@ def render(
     record_every: int = 16,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     init_sd: float = 0.01,
+    channels_last: bool = False,
+    fold_bn: bool = True,
 ) -> RenderResult:
     """Feature visualisation by gradient ascent on ``batch`` images of ``size`` px.
 
     The forward pass stops at the deepest layer the objective reads. Deterministic on the CPU
     given ``seed``; on CUDA, bf16 autocast unless ``mixed_precision=False``. A larger ``init_sd``
     helps networks whose units are all silent on a flat grey image. The model is moved
-    to the device and left in eval mode; hooks are always removed.
+    to the device and left in eval mode; hooks are always removed. With ``fold_bn`` the
+    optimisation runs on a copy with BatchNorm folded into the convolutions (used only where it
+    leaves the objective's activations unchanged: :mod:`.fusion`). ``channels_last`` is off by
+    default: on an H100 it made GoogLeNet renders slower (its max-pool backward).
     """
     objective = as_objective(objective)
     device = pick_device(device)
     model = model.to(device).eval()
+    on_cuda = device.type == "cuda"
+    if fold_bn:
+        model = folded_for_layers(model, [layer for layer in objective.layers if layer != INPUT], size, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(seed)
     make = {"fft": fft_image, "pixel": pixel_image}.get(param)
     if make is None:
@@ -86,15 +109,17 @@ def render(
     params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device)
     optimizer = torch.optim.Adam(params, lr=lr)
     transform = compose(list(transforms) if transforms is not None else standard_transforms(size))
-    use_amp = device.type == "cuda" and mixed_precision is not False
+    use_amp = on_cuda and mixed_precision is not False
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     history = []
-    with _frozen(model):
+    with _frozen(model), _cudnn_autotune(on_cuda):
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
             x = transform(image_fn(), generator)
             if preprocess is not None:
                 x = preprocess(x)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
                 acts = _activations(model, objective.layers, x)
             score = objective({k: v.float() for k, v in acts.items()})
@@ -122,12 +147,15 @@ def render_channels(
 ) -> RenderResult:
     """One image per channel, each optimising its own channel, many channels per batch.
 
-    ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); ``at_centre`` optimises the
-    centre neuron instead of the channel mean. ``progress(n)`` is called after each chunk.
+    ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); the channels are split
+    into equal chunks, so that no small remainder costs a whole optimisation of its own.
+    ``at_centre`` optimises the centre neuron instead of the channel mean. ``progress(n)`` is
+    called after each chunk.
     """
     channels = list(channels)
     device = pick_device(kwargs.get("device"))
-    chunk = chunk or (512 if device.type == "cuda" else 64)
+    limit = chunk or (512 if device.type == "cuda" else 64)
+    chunk = max(1, math.ceil(len(channels) / max(1, math.ceil(len(channels) / limit))))
     parts = []
     for start in range(0, len(channels), chunk):
         group = channels[start:start + chunk]

@@ -7,6 +7,7 @@ the whole batch, so a batch render equals the same renders done one at a time.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -34,12 +35,21 @@ def jitter(d: int) -> Transform:
     return apply
 
 
-def _affine(x: torch.Tensor, scale: float, angle_deg: float) -> torch.Tensor:
+@functools.lru_cache(maxsize=256)
+def _grid(scale: float, angle_deg: float, height: int, width: int, device: torch.device,
+          dtype: torch.dtype) -> torch.Tensor:
+    """The sampling grid (1, H, W, 2) of one scale and rotation, made once per shape and device
+    (the options are few, and building it each step would copy to the GPU and stall it)."""
     a = math.radians(angle_deg)
-    theta = torch.tensor([[math.cos(a) / scale, -math.sin(a) / scale, 0.0],
-                          [math.sin(a) / scale, math.cos(a) / scale, 0.0]], dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    theta = torch.tensor([[[math.cos(a) / scale, -math.sin(a) / scale, 0.0],
+                           [math.sin(a) / scale, math.cos(a) / scale, 0.0]]], dtype=dtype)
+    return F.affine_grid(theta, [1, 1, height, width], align_corners=False).to(device)
+
+
+def _affine(x: torch.Tensor, scale: float, angle_deg: float) -> torch.Tensor:
+    grid = _grid(scale, angle_deg, x.shape[2], x.shape[3], x.device, x.dtype)
+    return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
 
 
 def random_scale(scales: Sequence[float]) -> Transform:
