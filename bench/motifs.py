@@ -40,12 +40,14 @@ def main() -> None:
             runs = [("rotation_equivariance", [a, b]) for a, b in zip(layers, layers[1:])]
             runs += [("superposition", [a, b]) for a, b in zip(layers, layers[1:])]
             runs += [("union_over_cases", [a, b, c]) for a, b, c in zip(layers, layers[1:], layers[2:])]
+            runs += [("flip_equivariance", layers)]  # one chain: each layer's pairs map the next
             began = time.monotonic()
             for kind, chosen in runs:
                 t0 = time.monotonic()
                 found = atlas.find_motifs(kind, "bench", chosen, n_perm=args.perm, module=module)
                 result["runs"].append({"kind": kind, "layers": chosen, "found": len(found),
                                        "seconds": round(time.monotonic() - t0, 2)})
+                print(json.dumps(result["runs"][-1]), file=sys.stderr, flush=True)
             result["detectors_s"] = round(time.monotonic() - began, 1)
     result["total_s"] = round(result["tuning_s"] + result["detectors_s"], 1)
     result["target_s"] = 300

@@ -373,8 +373,11 @@ class Atlas:
         ``(:Neuron)-[:IN_MOTIF {role, orientation}]->(:Motif)``; re-running the same kind, layers
         and parameters replaces the earlier result. Kinds and layers:
         ``rotation_equivariance`` [A, B], ``union_over_cases`` [cases, pathways, union],
-        ``superposition`` [A, B]. Neuron tuning is read from the graph or measured with curve
-        stimuli (``stimulus_params``, e.g. ``{"radius": 5}``). Members come back as neuron uids."""
+        ``superposition`` [A, B], ``flip_equivariance`` [A, B, ...] (a chain: each layer's mirror
+        pairs map its units for the next; start it at ``input``, whose mirror map is the identity,
+        else the first layer's map comes from its tuning). Neuron tuning is read from the graph or
+        measured with curve stimuli (``stimulus_params``, e.g. ``{"radius": 5}``). Members come
+        back as neuron uids."""
         import hashlib
         import json
 
@@ -383,11 +386,12 @@ class Atlas:
         from circuitatlas.queries import cypher
 
         layers = list(layers)
-        needed = {"rotation_equivariance": 2, "union_over_cases": 3, "superposition": 2}
+        needed = {"rotation_equivariance": 2, "union_over_cases": 3, "superposition": 2, "flip_equivariance": 2}
         if kind not in needed:
             raise ValueError(f"unknown motif kind {kind!r}; choose one of {', '.join(needed)}")
-        if len(layers) != needed[kind]:
-            raise ValueError(f"{kind} takes {needed[kind]} layers, got {len(layers)}")
+        if len(layers) != needed[kind] and not (kind == "flip_equivariance" and len(layers) > 2):
+            raise ValueError(f"{kind} takes {needed[kind]} layers{' or more' if kind == 'flip_equivariance' else ''}, "
+                             f"got {len(layers)}")
         for layer in layers:
             self._check_layer(model, layer)
         stimulus_params = dict(stimulus_params or {})
@@ -409,6 +413,8 @@ class Atlas:
                     fi = [int(n.split(":")[1]) for n, i in motif.members.items() if i["role"] == "upstream"]
                     fo = [int(n.split(":")[1]) for n, i in motif.members.items() if i["role"] == "downstream"]
                     motif.params["kernel_rotation"] = M.kernel_rotation(kernels, fi, fo, t_in, t_out)
+        elif kind == "flip_equivariance":
+            found = self._flip_chain(model, layers, net, stimulus_params, common)
         elif kind == "union_over_cases":
             found = M.union_over_cases(self._layer_weights(model, layers[0], layers[1]),
                                        self._layer_weights(model, layers[1], layers[2]),
@@ -431,6 +437,27 @@ class Atlas:
         self.store.write(cypher.DELETE_MOTIFS, model=model, run=run)
         if rows:
             self.store.write(cypher.CREATE_MOTIFS, rows=rows, model=model, run=run)
+        return found
+
+    def _flip_chain(self, model: str, layers: list[str], net, stimulus_params: dict, common: dict) -> "list[Motif]":
+        """:func:`~circuitatlas.analysis.motifs.flip_equivariance` along consecutive layers, each
+        layer's candidate pairs giving the mirror map of its units for the next."""
+        from circuitatlas.analysis import motifs as M
+        from circuitatlas.queries import cypher
+
+        first = self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layers[0]}")[0]
+        mirror = None
+        if first["kind"] != "input":
+            mirror = M.mirror_map_from_tuning(self._layer_tuning(model, layers[0], net, stimulus_params))
+        pair_keys = ("min_similarity", "min_margin", "min_selectivity", "orientation_tolerance")
+        pair_params = {k: v for k, v in common.items() if k in pair_keys}
+        found = []
+        for src, dst in zip(layers, layers[1:]):
+            kernels = self._layer_weights(model, src, dst, kernels=True)
+            tuning = self._layer_tuning(model, dst, net, stimulus_params)
+            found += M.flip_equivariance(kernels, mirror, tuning, (src, dst), **common)
+            pairs = M.mirror_pairs(kernels, mirror, tuning, **pair_params)
+            mirror = M.mirror_map(kernels.shape[0], [(j, k) for _, j, k in pairs])
         return found
 
     def motifs(self, model: str) -> list[dict]:

@@ -269,6 +269,46 @@ def analyze() -> None:
     """Analyses whose results are written back onto the graph."""
 
 
+@analyze.command("toy-superposition")
+@click.option("--features", default=200, show_default=True, help="Features n of the sparsity sweep.")
+@click.option("--hidden", default=20, show_default=True, help="Hidden dimensions m.")
+@click.option("--densities", default=24, show_default=True, help="Models in the sweep (density 1 to 0.005).")
+@click.option("--steps", default=4000, show_default=True, help="Adam steps per model.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Save the two plots (PNG) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def analyze_toy_cmd(features: int, hidden: int, densities: int, steps: int, seed: int, out_dir: str | None,
+                    as_json: bool) -> None:
+    """Toy Models of Superposition: sparsity sweep (D*, fractions) and two-feature phase diagram."""
+    from pathlib import Path
+
+    from circuitatlas.analysis import toy_superposition as T
+
+    if not as_json:
+        click.echo(f"training {densities} toy models ({features} features in {hidden} dims) and the "
+                   "two-feature phase diagram on the CPU ...")
+    sweep = T.sparsity_sweep(features, hidden, densities, steps=steps, seed=seed)
+    phases = T.two_feature_phases(steps=min(steps, 3000), seed=seed)
+    data = T.summary(sweep, phases)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        data["plots"] = [str(Path(out_dir) / "toy-sweep.png"), str(Path(out_dir) / "toy-phases.png")]
+        T.plot_sweep(sweep).save(data["plots"][0])
+        T.plot_phases(phases).save(data["plots"][1])
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"D* = m/||W||_F^2 on the plateau at 1 for 1/density in {data['plateau_1']}, "
+               f"at 1/2 for {data['plateau_half']}")
+    click.echo("features at each fraction D_i: " + ", ".join(f"{k}: {v}" for k, v in data["fractions"].items()))
+    for density, row in zip(data["phases"]["density"], data["phases"]["phase"]):
+        click.echo(f"  density {density:<7} " + " ".join({"not_represented": ".", "dedicated": "D",
+                                                           "superposition": "S"}[p] for p in row))
+    click.echo("  (columns: importance of feature 2 from 0.1 to 10; . not represented, D dedicated, S superposition)")
+    for path in data.get("plots", []):
+        click.echo(f"  plot: {path}")
+
+
 @analyze.command("svd")
 @click.argument("model")
 @click.option("--from", "src", required=True, help="Source layer (e.g. inception3a).")
@@ -420,9 +460,12 @@ def motifs() -> None:
 
 
 @motifs.command("find")
-@click.argument("kind", type=click.Choice(["rotation_equivariance", "union_over_cases", "superposition"]))
+@click.argument("kind", type=click.Choice(["rotation_equivariance", "flip_equivariance", "union_over_cases",
+                                          "superposition"]))
 @click.argument("model")
-@click.option("--layers", required=True, help="Comma-separated layers (2, or 3 for union_over_cases).")
+@click.option("--layers", required=True,
+              help="Comma-separated layers (2; 3 for union_over_cases; a chain of 2 or more for flip_equivariance, "
+                   "best started at 'input').")
 @click.option("--radius", type=float, help="Curve radius of the tuning stimuli (when tuning is measured).")
 @click.option("--perm", "n_perm", default=200, show_default=True, help="Permutations of the null.")
 @click.option("--alpha", default=0.01, show_default=True, help="Report motifs with p below this.")

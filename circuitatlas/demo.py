@@ -123,13 +123,15 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     motif_report = _run_detectors(atlas, curves, [
         ("rotation_equivariance", ["features.7", "features.11"]),
         ("union_over_cases", ["features.3", "features.7", "features.11"]),
-        ("superposition", ["features.7", "features.11"])], {"radius": 8.0}, echo)
+        ("superposition", ["features.7", "features.11"]),
+        ("flip_equivariance", ["input", "features.0", "features.3", "features.7", "features.11"])], {"radius": 8.0}, echo)
     planted = f"{name}-planted"
     atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
     echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
     motif_report += _run_detectors(atlas, planted, [
         ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
-        ("superposition", ["mid", "high"])], {"radius": 5.0, "width": 1.5}, echo)
+        ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])],
+        {"radius": 5.0, "width": 1.5}, echo)
     params = {"uid": f"{name}/stem.0:0", "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:

@@ -181,3 +181,96 @@ def test_pattern_compiler_keeps_values_out_of_the_query():
     assert "DETACH" not in query and params["layer_n0"].startswith("x'")
     with pytest.raises(ValueError):
         compile_pattern({"nodes": {"a`}) DETACH DELETE n //": {}}, "edges": []})
+
+
+# -- flip equivariance -----------------------------------------------------------------------------
+def _flip_chain(net, tuning_high=None):
+    """Mirror pairs found layer by layer from the image (identity mirror map) up: {layer: motifs}."""
+    mirror, found = None, {}
+    for layer in net.truth["layers"]:
+        W = _w(net, layer)
+        tuning = tuning_high if layer == "high" else None
+        found[layer] = M.flip_equivariance(W, mirror, tuning, ("prev", layer))
+        mirror = M.mirror_map(W.shape[0], [(j, k) for _, j, k in M.mirror_pairs(W, mirror, tuning)])
+    return found
+
+
+def _planted_mirror_pairs(net):
+    """Pairs the construction makes mirrors: curves o <-> 180 - o, the union's two cases and pathways."""
+    pairs = set()
+    for motif in net.truth["motifs"]:
+        members = motif["members"]
+        if motif["kind"] == "rotation_equivariance":
+            by_key = {(n.split(":")[0], round(i["orientation"] % 360, 3)): n for n, i in members.items()}
+            for (layer, o), name in by_key.items():
+                partner = by_key.get((layer, round((180 - o) % 360, 3)))
+                if partner and partner != name:
+                    pairs.add(frozenset((name, partner)))
+        elif motif["kind"] == "union_over_cases":
+            roles = {i["role"]: n for n, i in members.items()}
+            pairs |= {frozenset((roles["case"], roles["case_mirror"])),
+                      frozenset((roles["pathway"], roles["pathway_mirror"]))}
+    return pairs
+
+
+def _superposition_coincidence(net, pair):
+    """Superposition units draw on random line detectors, so two of them can be true mirrors by
+    chance: feature units on mirrored lines, or carriers built from such features."""
+    units = [net.truth["units"].get(n, {}) for n in pair]
+    if all(u.get("role") in ("feature", "other_feature") for u in units):
+        a, b = (u["orientation"] for u in units)
+        return abs((180 - a) % 180 - b % 180) < 1e-6
+    return all(u.get("role") == "carrier" for u in units)
+
+
+@pytest.mark.parametrize("kind,sizes", [
+    ("equivariance", {"k": 8, "noise": 0.05}), ("equivariance", {"k": 12, "noise": 0.1}),
+    ("union_over_cases", {"distractors": 4, "noise": 0.05}), ("mixed", {"noise": 0.05}),
+])
+def test_flip_equivariance_recovers_planted_mirror_pairs(kind, sizes):
+    hits = reported = expected = 0
+    for seed in range(4):
+        net = build(kind, seed=seed, **sizes)
+        truth = _planted_mirror_pairs(net)
+        found = _flip_chain(net)
+        pairs = [frozenset(m.members) for layer in ("mid", "high", "top") for m in found.get(layer, [])]
+        for motif in (m for layer in ("mid", "high", "top") for m in found.get(layer, [])):
+            assert motif.p_value < 0.01 and motif.score >= 0.8
+            assert sorted(i["role"] for i in motif.members.values()) == ["mirror", "unit"]
+        assert not any(net.truth["units"].get(n, {}).get("role") == "distractor" for p in pairs for n in p)
+        true_found = [p for p in pairs if p in truth or _superposition_coincidence(net, p)]
+        hits += len(set(pairs) & truth)
+        reported += len(pairs)
+        expected += len(truth)
+        assert len(true_found) == len(pairs), [sorted(p) for p in pairs if p not in true_found]
+    assert hits / expected >= 0.9 and reported > 0
+
+
+def test_flip_pairs_carry_mirrored_orientations():
+    net = build("equivariance", seed=2, k=8, noise=0.05)
+    tuning = _tuning(net, "high")
+    for motif in _flip_chain(net, tuning)["high"]:
+        a, b = (i["orientation"] for i in motif.members.values())
+        assert abs((b - (180 - a) + 180) % 360 - 180) < 20
+
+
+def test_flip_equivariance_silent_on_shuffled_weights():
+    runs, reported = 20, 0
+    for seed in range(runs):
+        found = _flip_chain(_shuffled(build("mixed", seed=seed), 300 + seed))
+        reported += bool(found["mid"] or found["high"] or found["top"])
+    assert reported <= runs * 0.05
+
+
+def test_flip_chain_through_the_graph_matches_the_module(atlas):
+    net = build("mixed", seed=0)
+    atlas.ingest(net.module, "flipmx", input_size=(3, 33, 33), expanded=False)
+    found = atlas.find_motifs("flip_equivariance", "flipmx", ["input", "edges", "mid", "high"],
+                              stimulus_params={"radius": 5.0, "width": 1.5}, module=net.module)
+    from_module = {frozenset(f"flipmx/{n}" for n in m.members) for layer in ("edges", "mid", "high")
+                   for m in _flip_chain(net)[layer]}
+    assert {frozenset(m.members) for m in found} == from_module
+    stored = atlas.cypher("MATCH (n:Neuron)-[r:IN_MOTIF]->(m:Motif {model: 'flipmx', kind: 'flip_equivariance'}) "
+                          "RETURN m.uid AS motif, collect(r.role) AS roles")
+    assert len(stored) == len(found) and all(sorted(r["roles"]) == ["mirror", "unit"] for r in stored)
+    atlas.drop("flipmx")
