@@ -242,7 +242,8 @@ class LocalServer:
     def read_state(self) -> ServerState | None:
         """The state file, None for a fresh directory; ConfigError for a foreign or corrupt one."""
         if not self.state_file.exists():
-            if self.state_dir.exists() and any(p.name != ".lock" for p in self.state_dir.iterdir()):
+            ours = {".lock", "artifacts"}  # the lock, and analyses' images when the store lives elsewhere
+            if self.state_dir.exists() and any(p.name not in ours for p in self.state_dir.iterdir()):
                 raise ConfigError(
                     f"{self.state_dir} is not empty and is not a circuitatlas state dir (no state.json); "
                     "choose another with --state-dir or CIRCUITATLAS_STATE_DIR"

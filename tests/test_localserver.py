@@ -81,6 +81,16 @@ def test_foreign_state_dir_is_refused(tmp_path):
     assert (tmp_path / "somebody-elses-file").read_text() == "data"
 
 
+def test_dir_with_only_our_artifacts_counts_as_fresh(tmp_path):
+    # analyses run against a remote Neo4j write images into the default data dir before any local server
+    (tmp_path / "artifacts" / "demo").mkdir(parents=True)
+    (tmp_path / ".lock").write_text("")
+    assert LocalServer(tmp_path).read_state() is None
+    (tmp_path / "stray.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a circuitatlas state dir"):
+        LocalServer(tmp_path).read_state()
+
+
 def test_corrupt_state_file_is_refused_and_store_kept(tmp_path):
     (tmp_path / "state.json").write_text("{not json")
     (tmp_path / "neo4j").mkdir()
