@@ -403,37 +403,48 @@ def superposition(
     min_targets: int = 3,
     dominance: float = 0.5,
     polysemantic_level: float = 0.25,
+    secondary: float = 0.6,
+    min_input_share: float = 0.15,
+    class_responses_in: np.ndarray | None = None,
     n_perm: int = 200,
     alpha: float = 0.01,
     seed: int = 0,
 ) -> list[Motif]:
-    """A unit of layer A whose positive output spreads over several units of layer B with no
-    dominant target, where it is a secondary input of each target and the targets are
-    polysemantic (respond to at least two stimulus classes of ``class_responses`` (n_classes, C_B)
-    at ``polysemantic_level`` of their maximum).
+    """A unit of layer A whose positive output spreads over several *carriers* in layer B with no
+    dominant one. A carrier takes a clear part of the unit's output (at least 0.2 of its largest
+    weight), at least ``min_input_share`` of the target's own excitatory input, and the unit is a
+    secondary input there (at most ``secondary`` of the target's strongest). Carriers should be
+    polysemantic: respond to at least two stimulus classes of ``class_responses`` (n_classes, C_B)
+    at ``polysemantic_level`` of their maximum and, when ``class_responses_in`` (n_classes, C_A)
+    is given, to the unit's own preferred class among them.
 
-    Score: the participation ratio of the outgoing positive weights, times the fraction of
-    polysemantic targets, times (1 - the largest ratio of the unit's weight to a target's
-    strongest input): zero as soon as the unit is the main input of any target.
+    Score: the participation ratio of the weights to the carriers, times the fraction of
+    carriers that are polysemantic, times the squared fraction of the unit's outgoing weight that
+    is excitatory. At least ``min_targets`` carriers.
     """
     sums = np.asarray(W.sum(axis=(2, 3)) if W.ndim == 4 else W, dtype=np.float64)  # (B, A)
     peak = class_responses.max(axis=0)
-    poly = (class_responses >= polysemantic_level * np.where(peak > 0, peak, np.inf)[None, :]).sum(axis=0) >= 2
+    responds = class_responses >= polysemantic_level * np.where(peak > 0, peak, np.inf)[None, :]  # (classes, B)
+    poly = responds.sum(axis=0) >= 2
+    carries = np.repeat(poly[:, None], sums.shape[1], axis=1)  # (B, A): target b can carry unit a's feature
+    if class_responses_in is not None:  # ... and it responds to that feature's own class
+        carries &= responds[np.argmax(class_responses_in, axis=0)].T
 
     def evaluate(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score of every unit of A (0 where it is no candidate) and the target mask (B, A)."""
+        """Score of every unit of A (0 where it is no candidate) and the carrier mask (B, A)."""
         o = np.clip(s, 0, None)
-        total = o.sum(axis=0)
-        peak_o = o.max(axis=0)
-        targets = (o >= 0.2 * peak_o[None, :]) & (o > 0)
-        n_targets = targets.sum(axis=0)
-        ok = (total > 0) & (peak_o <= dominance * np.where(total > 0, total, np.inf)) & (n_targets >= min_targets)
-        pr = np.where(ok, total**2 / np.maximum((o**2).sum(axis=0), 1e-300), 0.0)
         strongest_in = np.maximum(s.max(axis=1), 1e-12)[:, None]  # each target's strongest positive input
-        share = np.where(targets, o / strongest_in, 0.0).max(axis=0)  # the unit must be secondary everywhere
-        poly_frac = (targets & poly[:, None]).sum(axis=0) / np.maximum(n_targets, 1)
-        positive = total / np.maximum(np.abs(s).sum(axis=0), 1e-300)  # excitation, not a mix of signs
-        return np.where(ok, pr * poly_frac * np.clip(1 - share, 0, None) * positive**2, 0.0), targets
+        # carriers: clear positive targets in which the unit is a secondary input
+        input_share = o / np.maximum(o.sum(axis=1, keepdims=True), 1e-12)  # of the target's excitation
+        carriers = (o >= 0.2 * o.max(axis=0)[None, :]) & (input_share >= min_input_share) & (o <= secondary * strongest_in)
+        oc = np.where(carriers, o, 0.0)
+        total = oc.sum(axis=0)
+        n_carriers = carriers.sum(axis=0)
+        ok = (total > 0) & (oc.max(axis=0) <= dominance * np.where(total > 0, total, np.inf)) & (n_carriers >= min_targets)
+        pr = np.where(ok, total**2 / np.maximum((oc**2).sum(axis=0), 1e-300), 0.0)
+        poly_frac = (carriers & carries).sum(axis=0) / np.maximum(n_carriers, 1)
+        positive = o.sum(axis=0) / np.maximum(np.abs(s).sum(axis=0), 1e-300)  # excitation, not a mix of signs
+        return np.where(ok, pr * poly_frac * positive**2, 0.0), carriers
 
     scores, target_mask = evaluate(sums)
     found = [(float(scores[f]), f, np.flatnonzero(target_mask[:, f]).tolist()) for f in np.flatnonzero(scores > 0)]

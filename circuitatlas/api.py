@@ -422,10 +422,10 @@ class Atlas:
                                        tuple(layers), **common)
         else:
             size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
-            lines = radial_tuning(net(), layers[1], stimulus="line", n_angles=16, size=size,
-                                  length=size / 3, width=1.5)
-            found = M.superposition(self._layer_weights(model, *layers), lines.responses[:8], tuple(layers),
-                                    **common)
+            lines = [radial_tuning(net(), layer, stimulus="line", n_angles=16, size=size, length=size / 3,
+                                   width=1.5).responses[:8] for layer in layers]
+            found = M.superposition(self._layer_weights(model, *layers), lines[1], tuple(layers),
+                                    class_responses_in=lines[0], **common)
         run = f"{kind}:{','.join(layers)}:{json.dumps({**common, **stimulus_params}, sort_keys=True)}"
         for motif in found:
             motif.members = {f"{model}/{name}": info for name, info in motif.members.items()}

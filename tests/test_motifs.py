@@ -44,20 +44,12 @@ def _truth(net, kind):
     return next(m for m in net.truth["motifs"] if m["kind"] == kind)["members"]
 
 
-def _precision_recall(found, truth):
-    reported = [name for m in found for name in m.members]
-    hits = [name for name in reported if name in truth]
-    precision = len(hits) / len(reported) if reported else 0.0
-    recall = len(set(hits)) / len(truth)
-    return precision, recall
-
-
 def _detect(kind, net):
     if kind == "rotation_equivariance":
         return M.rotation_equivariance(_w(net, "high"), _tuning(net, "mid"), _tuning(net, "high"), ("mid", "high"))
     if kind == "union_over_cases":
         return M.union_over_cases(_w(net, "high"), _w(net, "top"), _tuning(net, "high"), ("mid", "high", "top"))
-    return M.superposition(_w(net, "high"), _lines(net, "high"), ("mid", "high"))
+    return M.superposition(_w(net, "high"), _lines(net, "high"), ("mid", "high"), class_responses_in=_lines(net, "mid"))
 
 
 CASES = [  # (detector, planted kind, sizes)
@@ -68,29 +60,36 @@ CASES = [  # (detector, planted kind, sizes)
     ("union_over_cases", "mixed", {"noise": 0.05}),
     ("superposition", "superposition", {"n_targets": 6}),
     ("superposition", "superposition", {"n_targets": 8, "n_lines": 12}),
+    ("superposition", "mixed", {"noise": 0.05}),
+    ("superposition", "mixed", {"n_targets": 6}),
 ]
 
 
 @pytest.mark.parametrize("detector,kind,sizes", CASES)
 def test_detectors_recover_planted_motifs(detector, kind, sizes):
-    for seed in range(4):
+    """Precision and recall of the reported members, pooled over six seeds."""
+    hits = reported = planted = 0
+    for seed in range(6):
         net = build(kind, seed=seed, **sizes)
         truth = _truth(net, detector)
         found = _detect(detector, net)
-        precision, recall = _precision_recall(found, truth)
-        assert precision >= 0.95 and recall >= 0.9, (seed, precision, recall)
+        members = [name for m in found for name in m.members]
+        hits, reported, planted = hits + sum(n in truth for n in members), reported + len(members), planted + len(truth)
         for motif in found:
             assert motif.p_value < 0.01 and motif.score > 0
             roles = {name: info["role"] for name, info in motif.members.items()}
             if detector == "rotation_equivariance":  # upstream = planted early curves, downstream = curves
                 expected = {"early_curve": "upstream", "curve": "downstream"}
-                assert all(roles[n] == expected[truth[n]["role"]] for n in roles)
+                assert all(roles[n] == expected[truth[n]["role"]] for n in roles if n in truth)
                 for name, info in motif.members.items():
+                    if name not in truth:
+                        continue
                     diff = (info["orientation"] - truth[name]["orientation"] + 180) % 360 - 180
                     assert abs(diff) < 5
                 assert motif.params["excite_similar"] and motif.params["inhibit_opposite"]
             else:
-                assert all(roles[n] == truth[n]["role"] for n in roles)
+                assert all(roles[n] == truth[n]["role"] for n in roles if n in truth)
+    assert reported and hits / reported >= 0.95 and hits / planted >= 0.9, (hits, reported, planted)
 
 
 @pytest.mark.parametrize("detector", ["rotation_equivariance", "union_over_cases", "superposition"])
