@@ -202,12 +202,15 @@ class Atlas:
 
         return rebuild(self.model_meta(model), trust_pickle=trust_pickle)
 
-    def _check_layer(self, model: str, layer: str) -> None:
+    def _check_layer(self, model: str, layer: str) -> dict[str, Any]:
+        """The layer's ``channels``, ``kind`` and ``shape``; NotFound when the model has no such layer."""
         from circuitatlas.errors import NotFound
         from circuitatlas.queries import cypher
 
-        if not self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}"):
+        rows = self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")
+        if not rows:
             raise NotFound(f"no layer {layer!r} in model {model!r}")
+        return rows[0]
 
     def _set_neuron_properties(self, model: str, layer: str, props_by_channel: dict[int, dict]) -> None:
         from circuitatlas.queries import cypher
@@ -295,9 +298,8 @@ class Atlas:
         from circuitatlas.analysis.featurevis import render_channels
         from circuitatlas.queries import cypher
 
-        self._check_layer(model, layer)
+        n_channels = self._check_layer(model, layer)["channels"]
         meta = self.model_meta(model)
-        n_channels = self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")[0]["channels"]
         channels = list(range(n_channels)) if channels is None else list(channels)
         settings = {"steps": steps, "size": size, "lr": lr, "seed": seed, "param": "fft", "objective": "channel",
                     "version": 1}
@@ -392,8 +394,7 @@ class Atlas:
         if len(layers) != needed[kind] and not (kind == "flip_equivariance" and len(layers) > 2):
             raise ValueError(f"{kind} takes {needed[kind]} layers{' or more' if kind == 'flip_equivariance' else ''}, "
                              f"got {len(layers)}")
-        for layer in layers:
-            self._check_layer(model, layer)
+        layer_info = {layer: self._check_layer(model, layer) for layer in layers}
         stimulus_params = dict(stimulus_params or {})
         cache: dict = {}
 
@@ -414,7 +415,8 @@ class Atlas:
                     fo = [int(n.split(":")[1]) for n, i in motif.members.items() if i["role"] == "downstream"]
                     motif.params["kernel_rotation"] = M.kernel_rotation(kernels, fi, fo, t_in, t_out)
         elif kind == "flip_equivariance":
-            found = self._flip_chain(model, layers, net, stimulus_params, common)
+            found = self._flip_chain(model, layers, layer_info[layers[0]]["kind"] == "input", net, stimulus_params,
+                                     common)
         elif kind == "union_over_cases":
             found = M.union_over_cases(self._layer_weights(model, layers[0], layers[1]),
                                        self._layer_weights(model, layers[1], layers[2]),
@@ -439,15 +441,15 @@ class Atlas:
             self.store.write(cypher.CREATE_MOTIFS, rows=rows, model=model, run=run)
         return found
 
-    def _flip_chain(self, model: str, layers: list[str], net, stimulus_params: dict, common: dict) -> "list[Motif]":
+    def _flip_chain(self, model: str, layers: list[str], from_image: bool, net, stimulus_params: dict,
+                    common: dict) -> "list[Motif]":
         """:func:`~circuitatlas.analysis.motifs.flip_equivariance` along consecutive layers, each
-        layer's candidate pairs giving the mirror map of its units for the next."""
+        layer's candidate pairs giving the mirror map of its units for the next; the image's map
+        is the identity, any other first layer's comes from its tuning."""
         from circuitatlas.analysis import motifs as M
-        from circuitatlas.queries import cypher
 
-        first = self.store.read(cypher.LAYER_INFO, uid=f"{model}/{layers[0]}")[0]
         mirror = None
-        if first["kind"] != "input":
+        if not from_image:
             mirror = M.mirror_map_from_tuning(self._layer_tuning(model, layers[0], net, stimulus_params))
         pair_keys = ("min_similarity", "min_margin", "min_selectivity", "orientation_tolerance")
         pair_params = {k: v for k, v in common.items() if k in pair_keys}
