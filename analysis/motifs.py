@@ -260,6 +260,14 @@ def mirror_pairs(
     mirror, not half of a pair); when ``tuning_out`` is given and both units are tuned, their
     preferred angles must be mirrors within ``orientation_tolerance``. No significance test:
     these define the layer's mirror map for the next layer (:func:`mirror_map`)."""
+    return _mirror_candidates(W, input_mirror, tuning_out, min_similarity, min_margin, min_selectivity,
+                              orientation_tolerance)[0]
+
+
+def _mirror_candidates(W: np.ndarray, input_mirror: np.ndarray | None, tuning_out: Tuning | None,
+                       min_similarity: float = 0.8, min_margin: float = 0.2, min_selectivity: float = 0.3,
+                       orientation_tolerance: float = 20.0) -> tuple[list[tuple[float, int, int]], np.ndarray]:
+    """:func:`mirror_pairs`, and every unit's similarity to its own mirror."""
     sim, own = mirror_similarity(W, input_mirror)
     masked = sim.copy()
     np.fill_diagonal(masked, -np.inf)
@@ -273,7 +281,7 @@ def mirror_pairs(
                 _wrap(tuning_out.preferred[k] - mirror_angle(tuning_out.preferred[j]))) > orientation_tolerance:
             continue
         out.append((float(sim[j, k]), j, k))
-    return out
+    return out, own
 
 
 def flip_equivariance(
@@ -299,13 +307,12 @@ def flip_equivariance(
     perm = np.arange(W.shape[1]) if input_mirror is None else np.asarray(input_mirror)
     if not np.array_equal(perm[perm], np.arange(len(perm))):
         raise ValueError("input_mirror must be an involution (each unit's mirror's mirror is itself)")
-    found = mirror_pairs(W, perm, tuning_out, **pair_params)
+    found, own = _mirror_candidates(W, perm, tuning_out, **pair_params)
     if not found:
         return []
     rng = np.random.default_rng(seed)
     null = np.array([max((c[0] for c in mirror_pairs(shuffle_weights(W, rng), perm, tuning_out, **pair_params)),
                          default=0.0) for _ in range(n_perm)])
-    _, own = mirror_similarity(W, perm)
     motifs = []
     for score, j, k in found:
         p = _p_value(score, null)
