@@ -109,6 +109,7 @@ def admin_import(folder: Path, home: Path, lib: Path) -> float:
     env = {**os.environ, "NEO4J_HOME": str(home), "NEO4J_CONF": str(home / "conf")}
     cmd = [find_java(), "-Xmx2g", "-cp", f"{lib}/*", "org.neo4j.cli.AdminTool", "database", "import", "full",
            f"--nodes={folder / 'neurons.csv'}", f"--relationships={folder / 'edges.csv'}",
+           f"--report-file={folder / 'import.report'}",  # not the working directory (its default)
            "--overwrite-destination", "neo4j"]
     began = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
