@@ -10,6 +10,7 @@ window where any kernel of the pair is non-zero.
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Any
 
 import numpy as np
@@ -139,18 +140,80 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+_POSITIVE: "weakref.WeakKeyDictionary[fx.GraphModule, fx.GraphModule]" = weakref.WeakKeyDictionary()
+
+
+def _positive_copy(lin: fx.GraphModule) -> fx.GraphModule:
+    """``lin`` with every weight 1 and BatchNorm an identity scale: nothing cancels, so a
+    gradient is non-zero exactly where the output depends on the input at all."""
+    if lin not in _POSITIVE:
+        pos = copy.deepcopy(lin)
+        with torch.no_grad():
+            for param in pos.parameters():
+                param.fill_(1.0)
+            for module in pos.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_var is not None:
+                    module.running_var.fill_(1.0)
+        _POSITIVE[lin] = pos
+    return _POSITIVE[lin]
+
+
+def _center_gradient(gm: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], a_name: str,
+                     js: torch.Tensor, shape_a: tuple[int, ...], center: tuple[int, ...]) -> torch.Tensor:
+    """d out[j, *center] / d src for each j in ``js``: (len(js), *shape_a)."""
+    with torch.enable_grad():
+        a = torch.zeros(len(js), *shape_a, requires_grad=True)
+        out = _run_from(gm, ordered, downstream, a_name, a)
+        picked = out[torch.arange(len(js)), js]
+        picked = picked[(slice(None), *center)] if len(center) else picked
+        (grad,) = torch.autograd.grad(picked.sum(), a)
+    return grad
+
+
+def _crop_window(lin: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], a_name: str,
+                 shape_a: tuple[int, ...], hw_b: tuple[int, ...], center: tuple[int, ...]
+                 ) -> tuple[int, int, int, int] | None:
+    """A window (y0, y1, x0, x1) of the source map that holds everything the target's central
+    position depends on, with a margin, aligned to the stride between the layers; None when
+    cropping would not pay or cannot be done safely (the caller then uses the whole map).
+
+    The window comes from a gradient through an all-positive copy of the network (nothing
+    cancels there); the caller checks the cropped result against the whole map once.
+    """
+    c_a, h_a, w_a = shape_a
+    if len(hw_b) != 2 or h_a % hw_b[0] or w_a % hw_b[1]:
+        return None
+    sy, sx = h_a // hw_b[0], w_a // hw_b[1]
+    grad = _center_gradient(_positive_copy(lin), ordered, downstream, a_name, torch.zeros(1, dtype=torch.long),
+                            shape_a, center)
+    box = _bbox(grad[0].abs().sum(dim=0).numpy() > 0)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    y0, x0 = max(0, (y0 // sy - 1) * sy), max(0, (x0 // sx - 1) * sx)  # one stride of margin, aligned
+    y1, x1 = min(h_a, (-(-y1 // sy) + 1) * sy), min(w_a, (-(-x1 // sx) + 1) * sx)
+    if (y1 - y0) * (x1 - x0) > 0.5 * h_a * w_a:
+        return None
+    return y0, y1, x0, x1
+
+
 def expanded_kernels(
     graph: LayerGraph,
     src: str,
     dst: str,
     linear: fx.GraphModule | None = None,
     max_batch_floats: int = 20_000_000,
+    crop: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Expanded kernels from observation layer ``src`` to ``dst``.
 
     Returns ``(out_idx, in_idx, kernels, origin)`` with kernels (n, kh, kw), all-zero ones left
     out; every kernel of the pair shares one (kh, kw) window whose top-left corner is ``origin``
     (row, col) in ``src``'s map, for ``dst``'s central position (H // 2, W // 2).
+
+    With ``crop`` the gradients are taken on the part of ``src``'s map that the central
+    position depends on (found by :func:`_crop_window`, checked against the whole map on two
+    units) instead of the whole map: the same kernels, several times faster on large maps.
     """
     lin = linear if linear is not None else linearise(graph.graph_module)
     a_name, b_name = graph.output_nodes[src], graph.output_nodes[dst]
@@ -160,25 +223,35 @@ def expanded_kernels(
     if len(hw_a) != 2:
         raise IngestError(f"expanded weights need a spatial source layer; {src} has shape {graph.layers[src].shape}")
     center = tuple(d // 2 for d in hw_b)
-    chunk = max(1, min(c_b, max_batch_floats // max(1, 8 * c_a * hw_a[0] * hw_a[1])))
+    shape_a, offset = (c_a, *hw_a), (0, 0)
+    window = _crop_window(lin, ordered, downstream, a_name, shape_a, tuple(hw_b), center) if crop else None
+    if window is not None:
+        y0, y1, x0, x1 = window
+        sy, sx = hw_a[0] // hw_b[0], hw_a[1] // hw_b[1]
+        cropped_center = (center[0] - y0 // sy, center[1] - x0 // sx)
+        cropped_shape = (c_a, y1 - y0, x1 - x0)
+        probe = torch.tensor([0, c_b - 1])
+        whole = _center_gradient(lin, ordered, downstream, a_name, probe, shape_a, center)
+        part = torch.zeros_like(whole)
+        part[:, :, y0:y1, x0:x1] = _center_gradient(lin, ordered, downstream, a_name, probe, cropped_shape,
+                                                   cropped_center)
+        if torch.allclose(part, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()) + 1e-30):
+            shape_a, center, offset = cropped_shape, cropped_center, (y0, x0)
+    chunk = max(1, min(c_b, max_batch_floats // max(1, 8 * shape_a[0] * shape_a[1] * shape_a[2])))
     crops: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
     union: list[int] | None = None
     for start in range(0, c_b, chunk):
         js = torch.arange(start, min(c_b, start + chunk))
-        with torch.enable_grad():
-            a = torch.zeros(len(js), c_a, *hw_a, requires_grad=True)
-            out = _run_from(lin, ordered, downstream, a_name, a)
-            picked = out[torch.arange(len(js)), js][(slice(None), *center)] if len(center) else out[
-                torch.arange(len(js)), js]
-            (grad,) = torch.autograd.grad(picked.sum(), a)
-        g = grad.numpy()
+        g = _center_gradient(lin, ordered, downstream, a_name, js, shape_a, center).numpy()
         box = _bbox(np.abs(g).max(axis=(0, 1)) > 0)
         if box is None:
             continue
         y0, y1, x0, x1 = box
-        crops.append((start, g[:, :, y0:y1, x0:x1].copy(), box))
-        union = list(box) if union is None else [min(union[0], y0), max(union[1], y1), min(union[2], x0),
-                                                 max(union[3], x1)]
+        crops.append((start, g[:, :, y0:y1, x0:x1].copy(),
+                      (y0 + offset[0], y1 + offset[0], x0 + offset[1], x1 + offset[1])))
+        union = [crops[-1][2][0], crops[-1][2][1], crops[-1][2][2], crops[-1][2][3]] if union is None else [
+            min(union[0], crops[-1][2][0]), max(union[1], crops[-1][2][1]),
+            min(union[2], crops[-1][2][2]), max(union[3], crops[-1][2][3])]
     if union is None:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 1, 1), dtype=np.float32), (0, 0)

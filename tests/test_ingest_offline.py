@@ -193,6 +193,29 @@ def test_expanded_weights_equal_autograd(arch, src, dst, size, monkeypatch):
         assert len(out_idx) == 256 * 480  # every unit pair connects through the four branches
 
 
+def test_cropped_expanded_weights_equal_the_whole_map():
+    """Gradients on the window the centre depends on give the kernels of the whole map, through
+    an inception module and through a stride-2 max-pool (28 -> 14)."""
+    from circuitatlas.ingest.expanded import _between, _crop_window
+
+    graph = build_layer_graph(load_model("googlenet").module, (3, 224, 224),
+                              ["inception3a", "inception3b", "inception4a"])
+    lin = linearise(graph.graph_module)
+    for src, dst in (("inception3a", "inception3b"), ("inception3b", "inception4a")):
+        ordered, downstream = _between(lin, graph.output_nodes[src], graph.output_nodes[dst])
+        shape_b = graph.layers[dst].shape
+        window = _crop_window(lin, ordered, downstream, graph.output_nodes[src], tuple(graph.layers[src].shape),
+                              tuple(shape_b[1:]), (shape_b[1] // 2, shape_b[2] // 2))
+        y0, y1, x0, x1 = window  # the window is used: a quarter of the map or less
+        assert (y1 - y0) * (x1 - x0) <= graph.layers[src].shape[1] * graph.layers[src].shape[2] / 4
+        whole = expanded_kernels(graph, src, dst, lin, crop=False)
+        cropped = expanded_kernels(graph, src, dst, lin, crop=True)
+        np.testing.assert_array_equal(cropped[0], whole[0])
+        np.testing.assert_array_equal(cropped[1], whole[1])
+        assert cropped[3] == whole[3]
+        np.testing.assert_allclose(cropped[2], whole[2], rtol=1e-5, atol=1e-7 * np.abs(whole[2]).max())
+
+
 def test_unsupported_op_is_named_and_lenient_skips():
     class Odd(nn.Module):
         def __init__(self):
