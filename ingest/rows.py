@@ -14,7 +14,8 @@ import numpy as np
 
 from circuitatlas.ingest.layergraph import LayerGraph, WeightLayer
 
-__all__ = ["layer_uid", "neuron_uid", "layer_rows", "neuron_rows", "kernel_rows", "direct_blocks"]
+__all__ = ["layer_uid", "neuron_uid", "layer_rows", "neuron_rows", "kernel_rows", "direct_blocks", "select_edges",
+           "kernel_stats", "l2_norms"]
 
 
 def layer_uid(model: str, layer: str) -> str:
@@ -78,6 +79,39 @@ def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndar
         yield src_layer, out_idx, in_idx, kernels.astype(np.float32)
 
 
+def select_edges(out_idx: np.ndarray, flat: np.ndarray, min_l2: float = 0.0, top_k: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Which edges to store, grouped by target neuron, strongest (l2) first in each group.
+
+    ``flat`` is (n, kh*kw). All-zero kernels and those below ``min_l2`` are dropped; with
+    ``top_k`` only the ``top_k`` strongest inputs of each target stay. Returns
+    ``(order, boundaries)``: edge indices, and where each target's group starts.
+    """
+    l2 = l2_norms(flat)
+    keep = (l2 > 0) & (l2 >= min_l2)
+    order = np.lexsort((-l2, out_idx))  # by target, strongest first
+    order = order[keep[order]]
+    boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
+    if top_k is not None and order.size:
+        starts = np.concatenate([[0], boundaries])
+        rank = np.arange(order.size) - np.repeat(starts, np.diff(np.concatenate([starts, [order.size]])))
+        order = order[rank < top_k]
+        boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
+    return order, boundaries
+
+
+def l2_norms(flat: np.ndarray) -> np.ndarray:
+    """The l2 norm of each row of (n, kh*kw) kernels, summed in float64."""
+    return np.sqrt(np.einsum("ij,ij->i", flat, flat, dtype=np.float64))
+
+
+def kernel_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-edge statistics of (n, kh*kw) kernels, summed in float64 whatever their dtype (no
+    float64 copy of the kernels is made): sum, l1 (sum of |w|), l2, max, min."""
+    return {"sum": flat.sum(axis=1, dtype=np.float64), "l1": np.abs(flat).sum(axis=1, dtype=np.float64),
+            "l2": l2_norms(flat), "max": flat.max(axis=1).astype(np.float64), "min": flat.min(axis=1).astype(np.float64)}
+
+
 def kernel_rows(
     src_ids: list[str],
     dst_ids: list[str],
@@ -90,24 +124,16 @@ def kernel_rows(
     """Edge rows grouped by target neuron, with kernel statistics; all-zero kernels are dropped.
 
     ``src_ids[c]`` / ``dst_ids[c]`` are the store ids of channel ``c`` of the source and target
-    layers; ``kernels`` is (n, kh, kw). Edges below ``min_l2`` are pruned, and with ``top_k``
-    only the ``top_k`` strongest (by l2) inputs of each target neuron are kept. A row is
+    layers; ``kernels`` is (n, kh, kw). Pruning is :func:`select_edges`'. A row is
     ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw, sum: [...], l1, l2, max, min}``.
     """
     n, kh, kw = kernels.shape
-    flat = kernels.reshape(n, kh * kw).astype(np.float64)
-    l2 = np.sqrt((flat**2).sum(axis=1))
-    keep = (l2 > 0) & (l2 >= min_l2)
-    order = np.lexsort((-l2, out_idx))  # by target, strongest first
-    order = order[keep[order]]
-    stats = {"sum": flat.sum(axis=1), "l1": np.abs(flat).sum(axis=1), "l2": l2, "max": flat.max(axis=1),
-             "min": flat.min(axis=1)}
-    boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
+    flat = kernels.reshape(n, kh * kw)  # float32 kernels stay float32 until a row's tolist()
+    order, boundaries = select_edges(out_idx, flat, min_l2, top_k)
+    stats = kernel_stats(flat)
     for group in np.split(order, boundaries):
         if group.size == 0:
             continue
-        if top_k is not None:
-            group = group[:top_k]
         yield {
             "d": dst_ids[int(out_idx[group[0]])],
             "s": [src_ids[int(i)] for i in in_idx[group]],
