@@ -93,6 +93,7 @@ class Atlas:
         top_k_per_neuron: int | None = None,
         trust_pickle: bool = False,
         progress: "Progress | None" = None,
+        bulk: str = "auto",
     ) -> ModelSummary:
         """Ingest a network as model ``name``.
 
@@ -101,6 +102,8 @@ class Atlas:
         a built-in architecture name, or an ``nn.Module``. ``layers`` picks the observation
         layers for expanded weights (default: the top-level blocks). An existing id is refused
         unless ``replace``; ``resume`` finishes an interrupted ingest without duplicates.
+        ``bulk``: "auto" writes a large model into an empty local server by an offline
+        ``neo4j-admin`` import (restarting it), "always" insists on that, "never" writes online.
         """
         from circuitatlas.ingest.pipeline import ingest
         from circuitatlas.ingest.writer import IngestOptions
@@ -110,7 +113,7 @@ class Atlas:
         mode = "replace" if replace else "resume" if resume else "fresh"
         options = IngestOptions(direct, expanded, min_l2, top_k_per_neuron)
         return ingest(self.store, source, name, weights, arch, tuple(input_size), layers, mode=mode,
-                      lenient=lenient, options=options, trust_pickle=trust_pickle, progress=progress)
+                      lenient=lenient, options=options, trust_pickle=trust_pickle, progress=progress, bulk=bulk)
 
     def weights(self, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> "np.ndarray":
         """The (out, in, kh, kw) kernels from ``src_layer`` to ``dst_layer``, read from the graph.

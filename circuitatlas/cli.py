@@ -218,7 +218,8 @@ class _Bar:
 
 def _ingest_summary(summary: Any, seconds: float) -> str:
     return (f"{summary.id}: {summary.status}, {summary.layers} layers, {summary.neurons} neurons, "
-            f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges in {seconds:.1f}s")
+            f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges in {seconds:.1f}s"
+            + (" (bulk: offline neo4j-admin import)" if summary.ingest_path == "bulk" else ""))
 
 
 @main.command("ingest")
@@ -237,11 +238,13 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
 @click.option("--min-l2", default=0.0, show_default=True, help="Drop edges whose kernel l2 norm is below this.")
 @click.option("--top-k-per-neuron", type=int, help="Keep only the k strongest inputs of each neuron (per source layer).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole module (runs code from the file).")
+@click.option("--bulk", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Offline neo4j-admin import into an empty local server (auto: for 500k+ edges).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str | None, input_size: str,
                layers: str | None, replace: bool, resume: bool, lenient: bool, no_direct: bool, no_expanded: bool,
-               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, as_json: bool) -> None:
+               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, as_json: bool) -> None:
     """Ingest a network: a torchvision name, a checkpoint file, or a built-in architecture."""
     try:
         size = tuple(int(x) for x in input_size.split(","))
@@ -257,7 +260,7 @@ def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str 
             source, name, weights=weights, arch=arch, input_size=size,
             layers=layers.split(",") if layers else None, replace=replace, resume=resume, lenient=lenient,
             direct=not no_direct, expanded=not no_expanded, min_l2=min_l2, top_k_per_neuron=top_k_per_neuron,
-            trust_pickle=trust_pickle, progress=bar,
+            trust_pickle=trust_pickle, progress=bar, bulk=bulk,
         )
     finally:
         bar.close()

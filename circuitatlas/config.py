@@ -19,6 +19,7 @@ class Connection:
     password: str
     database: str | None
     origin: str  # "arguments", "environment" or "local server"
+    state_dir: str | None = None  # the local server's state dir, when origin is "local server"
 
     def __repr__(self) -> str:  # never print the password
         return f"Connection(uri={self.uri!r}, user={self.user!r}, database={self.database!r}, origin={self.origin!r})"
@@ -46,7 +47,8 @@ def resolve_connection(
                 f"no Neo4j to talk to: the local server ({server.state_dir}) is not running; "
                 "start it with `circuitatlas db start`, or set NEO4J_URI"
             )
-        return Connection(state.uri, user or state.user, password or state.password, database, "local server")
+        return Connection(state.uri, user or state.user, password or state.password, database, "local server",
+                          str(server.state_dir))
     user = user or os.environ.get("NEO4J_USER") or "neo4j"
     password = password if password is not None else os.environ.get("NEO4J_PASSWORD")
     if password is None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from circuitatlas import paths
 from circuitatlas.errors import ConfigError, ServerError
@@ -52,6 +52,13 @@ _JVM_FLAGS = [
 ]
 
 
+_SERVER_SETTINGS = {  # besides addresses and directories; the tx-log ones apply to neo4j-admin too
+    "db.tx_log.rotation.retention_policy": "2 files",
+    "db.tx_log.rotation.size": "64M",
+    "db.tx_log.preallocate": "false",
+}
+
+
 @dataclass
 class ServerState:
     """The content of ``state.json``; ``pid`` is None while the server is stopped."""
@@ -65,6 +72,8 @@ class ServerState:
     port: int | None = None
     uri: str | None = None
     started_at: float | None = None
+    heap: str = DEFAULT_HEAP  # the memory settings of the last start, reused by restarts
+    pagecache: str = DEFAULT_PAGECACHE
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,10 @@ def find_java() -> str:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on the port (connections of a stopped server in TIME_WAIT do not count:
+    Neo4j binds with SO_REUSEADDR too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -308,54 +320,56 @@ class LocalServer:
             state = self.running_state()
             if state is not None:
                 return state, False
-            state = self.read_state() or ServerState()
-            java = find_java()
-            lib = self.jars.ensure()
-            if port is None:
-                port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
-            elif not _port_free(port):
-                raise ServerError(f"port {port} on 127.0.0.1 is in use; pass another --port, or none to pick a free one")
-            for sub in ("data", "logs", "run", "plugins", "import"):
-                (self.home / sub).mkdir(parents=True, exist_ok=True)
-            settings = {
-                "server.default_listen_address": "127.0.0.1",
-                "server.default_advertised_address": "127.0.0.1",
-                "server.bolt.listen_address": f"127.0.0.1:{port}",
-                "server.bolt.advertised_address": f"127.0.0.1:{port}",
-                "server.http.enabled": "false",
-                "server.https.enabled": "false",
-                "server.routing.listen_address": f"127.0.0.1:{free_port()}",
-                "dbms.routing.enabled": "false",
-                "dbms.security.auth_enabled": "true",
-                "dbms.usage_report.enabled": "false",
-                "server.memory.pagecache.size": pagecache,
-                "server.directories.data": str(self.home / "data"),
-                "server.directories.logs": str(self.home / "logs"),
-                "server.directories.run": str(self.home / "run"),
-                "server.directories.plugins": str(self.home / "plugins"),
-                "server.directories.import": str(self.home / "import"),
-                "db.tx_log.rotation.retention_policy": "2 files",
-                "db.tx_log.rotation.size": "64M",
-                "db.tx_log.preallocate": "false",
-            }
-            cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
-                   "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
-            for key, value in settings.items():
-                cmd += ["-c", f"{key}={value}"]
-            with open(self.log_file, "ab") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=self.home, start_new_session=True)
-            state.pid, state.port, state.uri = proc.pid, port, f"bolt://127.0.0.1:{port}"
-            state.started_at = time.time()
+            return self._start_unlocked(port, heap, pagecache, timeout), True
+
+    def _start_unlocked(self, port: int | None, heap: str, pagecache: str, timeout: float) -> ServerState:
+        state = self.read_state() or ServerState()
+        self._reset_after_interrupted_import()
+        java = find_java()
+        lib = self.jars.ensure()
+        if port is None:
+            port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+        elif not _port_free(port):
+            raise ServerError(f"port {port} on 127.0.0.1 is in use; pass another --port, or none to pick a free one")
+        for sub in ("data", "logs", "run", "plugins", "import"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        settings = {
+            "server.default_listen_address": "127.0.0.1",
+            "server.default_advertised_address": "127.0.0.1",
+            "server.bolt.listen_address": f"127.0.0.1:{port}",
+            "server.bolt.advertised_address": f"127.0.0.1:{port}",
+            "server.http.enabled": "false",
+            "server.https.enabled": "false",
+            "server.routing.listen_address": f"127.0.0.1:{free_port()}",
+            "dbms.routing.enabled": "false",
+            "dbms.security.auth_enabled": "true",
+            "dbms.usage_report.enabled": "false",
+            "server.memory.pagecache.size": pagecache,
+            "server.directories.data": str(self.home / "data"),
+            "server.directories.logs": str(self.home / "logs"),
+            "server.directories.run": str(self.home / "run"),
+            "server.directories.plugins": str(self.home / "plugins"),
+            "server.directories.import": str(self.home / "import"),
+            **_SERVER_SETTINGS,
+        }
+        cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
+               "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.home, start_new_session=True)
+        state.pid, state.port, state.uri = proc.pid, port, f"bolt://127.0.0.1:{port}"
+        state.started_at, state.heap, state.pagecache = time.time(), heap, pagecache
+        self._write_state(state)
+        try:
+            self._wait_ready(state, proc, timeout)
+        except BaseException:
+            self._terminate(proc.pid, 30.0)
+            state.pid = state.uri = None
             self._write_state(state)
-            try:
-                self._wait_ready(state, proc, timeout)
-            except BaseException:
-                self._terminate(proc.pid, 30.0)
-                state.pid = state.uri = None
-                self._write_state(state)
-                raise
-            return state, True
+            raise
+        return state
 
     def _wait_ready(self, state: ServerState, proc: subprocess.Popen, timeout: float) -> None:
         from neo4j import GraphDatabase
@@ -426,6 +440,56 @@ class LocalServer:
             raise ServerError(f"Neo4j did not stop within {timeout:.0f}s and was killed: {_tail(self.log_file)}")
         return True
 
+    # -- offline admin work (bulk import) ------------------------------------------------------
+    @property
+    def import_marker(self) -> Path:
+        """Present while an offline import replaces the (empty) database; see :meth:`offline`."""
+        return self.state_dir / "bulk-import.json"
+
+    @contextlib.contextmanager
+    def offline(self, before_stop: Callable[[], None] | None = None, timeout: float = 180.0
+                ) -> Iterator[ServerState]:
+        """Stop the running server for offline work on its store, under the state dir's lock,
+        and start it again afterwards with the same port and memory settings, also when the
+        work fails. ``before_stop`` runs under the lock while the server still answers (a
+        last check; raising there stops nothing). Yields the state the server had."""
+        with _locked(self.state_dir / ".lock"):
+            state = self.running_state()
+            if state is None:
+                raise ServerError(f"the local Neo4j in {self.state_dir} is not running")
+            if before_stop is not None:
+                before_stop()
+            self.stop()
+            try:
+                yield state
+            finally:
+                self._start_unlocked(state.port, state.heap, state.pagecache, timeout)
+
+    def run_admin(self, args: list[str], heap: str = "1g") -> subprocess.CompletedProcess:
+        """Run ``neo4j-admin ARGS`` against this server's store (the server must be stopped)."""
+        conf = self.home / "admin-conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        settings = {"server.directories.data": self.home / "data", "server.directories.logs": self.home / "logs",
+                    **{key: value for key, value in _SERVER_SETTINGS.items() if key.startswith("db.tx_log")}}
+        (conf / "neo4j.conf").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf)}
+        cmd = [find_java(), f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{self.jars.ensure()}/*",
+               "org.neo4j.cli.AdminTool", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.home)
+
+    def _reset_after_interrupted_import(self) -> None:
+        """An offline import runs only into an empty database and leaves a marker until it
+        has finished; a marker found at start means it did not finish: back to empty."""
+        if not self.import_marker.exists():
+            return
+        for sub in ("databases", "transactions"):
+            shutil.rmtree(self.home / "data" / sub / "neo4j", ignore_errors=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a") as log:
+            log.write(f"circuitatlas: an offline import did not finish ({self.import_marker.read_text().strip()}); "
+                      "the database was reset to empty, as it was before the import\n")
+        self.import_marker.unlink()
+
     def status(self) -> ServerStatus:
         state = self.running_state()
         stored = self.read_state()
@@ -444,5 +508,6 @@ class LocalServer:
         self.stop()
         state = self.read_state()
         shutil.rmtree(self.home, ignore_errors=True)
+        self.import_marker.unlink(missing_ok=True)
         if state is not None:
             self._write_state(ServerState(neo4j_version=state.neo4j_version))

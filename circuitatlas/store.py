@@ -45,6 +45,7 @@ class ModelSummary:
     neurons: int
     weight_edges: int
     expanded_edges: int
+    ingest_path: str | None = None  # "online" (Bolt writes) or "bulk" (neo4j-admin import)
 
 
 @contextlib.contextmanager
@@ -100,10 +101,17 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 class Store:
     """Reads and writes one Neo4j database through an injected driver."""
 
-    def __init__(self, driver: neo4j.Driver, database: str | None = None, uri: str = "") -> None:
+    def __init__(self, driver: neo4j.Driver, database: str | None = None, uri: str = "",
+                 connection: Connection | None = None) -> None:
         self.driver = driver
         self.database = database
         self.uri = uri
+        self.connection = connection  # kept by :meth:`open`, for :meth:`reconnect`
+
+    @property
+    def local_state_dir(self) -> str | None:
+        """The state dir of the local server this store talks to (None for any other server)."""
+        return self.connection.state_dir if self.connection is not None else None
 
     @classmethod
     def open(cls, connection: Connection) -> "Store":
@@ -117,7 +125,15 @@ class Store:
             except BaseException:
                 driver.close()
                 raise
-        return cls(driver, connection.database, connection.uri)
+        return cls(driver, connection.database, connection.uri, connection)
+
+    def reconnect(self) -> None:
+        """A fresh driver after the server restarted (pooled connections are dead then)."""
+        if self.connection is None:
+            raise ConnectionFailed("this store was made from a driver, not a connection: cannot reconnect")
+        fresh = Store.open(self.connection)
+        self.driver.close()
+        self.driver = fresh.driver
 
     def close(self) -> None:
         self.driver.close()

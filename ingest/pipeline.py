@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from circuitatlas.ingest import rows
+from circuitatlas.ingest.bulk import bulk_write_model, choose_path
 from circuitatlas.ingest.expanded import expanded_kernels, linearise
 from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
 from circuitatlas.ingest.sources import load_model
@@ -52,14 +53,24 @@ def ingest(
     options: IngestOptions = IngestOptions(),
     trust_pickle: bool = False,
     progress: Progress | None = None,
+    bulk: str = "auto",
 ) -> ModelSummary:
-    """Load ``source``, trace it and write it to the graph as model ``name``; returns its summary."""
+    """Load ``source``, trace it and write it to the graph as model ``name``; returns its summary.
+
+    ``bulk`` ("auto", "always", "never") picks the offline-import path of :mod:`.bulk`.
+    """
     began = time.monotonic()
     loaded = load_model(source, weights=weights, arch=arch, trust_pickle=trust_pickle)
     graph = build_layer_graph(loaded.module, tuple(input_size), layers, lenient=lenient)
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
-    write_model(store, name, graph, meta, options, edge_blocks_for(graph), mode=mode, progress=progress)
-    props = {"ingest_seconds": round(time.monotonic() - began, 3)}
+    path = choose_path(store, graph, options, mode, bulk)
+    props: dict = {"ingest_path": path}
+    if path == "bulk":
+        timings = bulk_write_model(store, name, graph, meta, options, edge_blocks_for(graph), progress=progress)
+        props.update({f"bulk_{key}": value for key, value in timings.items()})
+    else:
+        write_model(store, name, graph, meta, options, edge_blocks_for(graph), mode=mode, progress=progress)
+    props["ingest_seconds"] = round(time.monotonic() - began, 3)
     if loaded.truth is not None:
         props["truth"] = json.dumps(loaded.truth)
     store.write(cypher.SET_MODEL_PROPERTIES, model=name, props=props)

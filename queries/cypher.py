@@ -31,9 +31,11 @@ CALL (m) {
 }
 RETURN m.id AS id, m.arch AS arch, m.source AS source, m.weights AS weights, m.status AS status,
        toString(m.created) AS created, COUNT { (m)-[:HAS_LAYER]->() } AS layers,
-       neurons, weight_edges, expanded_edges
+       neurons, weight_edges, expanded_edges, m.ingest_path AS ingest_path
 ORDER BY id
 """
+
+ANY_NODE = "MATCH (n) RETURN 1 AS found LIMIT 1"
 
 MODEL_EXISTS = "MATCH (m:Model {id: $model}) RETURN m.status AS status"
 
