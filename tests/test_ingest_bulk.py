@@ -7,8 +7,10 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from circuitatlas.api import Atlas
+from circuitatlas.cli import main
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest import bulk
 from circuitatlas.ingest.csvtext import float32_cells, int_cells
@@ -106,10 +108,17 @@ def test_bulk_writes_the_graph_the_online_path_writes(local):
 
 
 def test_bulk_is_refused_with_its_reason_and_changes_nothing(local):
-    _, atlas = local
+    server, atlas = local
+    if not atlas.models():  # run alone: something in the database first
+        atlas.ingest("tiny", "first", input_size=SIZE, bulk="never")
     before = [m.id for m in atlas.models()]
     with pytest.raises(IngestError, match="not empty"):
         atlas.ingest("tiny", "again", input_size=SIZE, bulk="always")
+    result = CliRunner().invoke(main, ["ingest", "tiny", "--name", "again", "--input-size", "3,32,32",
+                                       "--bulk", "always"], env={"CIRCUITATLAS_STATE_DIR": str(server.state_dir)})
+    assert result.exit_code != 0
+    assert "cannot bulk-import: the database is not empty" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert [m.id for m in atlas.models()] == before
 
 
