@@ -47,7 +47,8 @@ from circuitatlas.store import Store
 __all__ = ["AUTO_MIN_EDGES", "bulk_refusal", "choose_path", "write_import_files", "bulk_write_model"]
 
 AUTO_MIN_EDGES = 500_000
-EDGE_HEADER = ":START_ID,:END_ID,kernel:float[],kh:int,kw:int,sum:float,l1:float,l2:float,max:float,min:float"
+EDGE_HEADER = ":START_ID,:END_ID,kernel:float[],kh:int,kw:int," + ",".join(
+    f"{name}:float" for name in cypher.EDGE_STATS)
 _FLOATS_PER_CHUNK = 1 << 20  # kernel values formatted per step (bounded memory)
 
 Blocks = Callable[[Part], Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]
@@ -206,17 +207,16 @@ def _write_edge_files(files: ImportFiles, graph: LayerGraph, options: IngestOpti
             progress.part(f"csv {part.name}")
             n, kh, kw = kernels.shape
             flat = kernels.reshape(n, kh * kw)
-            if options.top_k_per_neuron is None:  # no ranking needed: a mask keeps the file order
-                l2 = rows.l2_norms(flat)
-                order = np.flatnonzero((l2 > 0) & (l2 >= options.min_l2))
-            else:
-                order, _ = rows.select_edges(out_idx, flat, options.min_l2, options.top_k_per_neuron)
+            by_name = rows.kernel_stats(flat)
+            stats = np.stack([by_name[name] for name in cypher.EDGE_STATS], axis=1)  # the header's order
+            order, _ = rows.select_edges(out_idx, stats[:, cypher.EDGE_STATS.index("l2")], options.min_l2,
+                                         options.top_k_per_neuron, grouped=False)  # a file needs no grouping
             step = max(1, _FLOATS_PER_CHUNK // (kh * kw))
             for start in range(0, order.size, step):
                 pick = order[start:start + step]
                 handles[part.rel_type].write(_edge_lines(
                     neuron_base[src] + in_idx[pick], neuron_base[part.dst] + out_idx[pick],
-                    flat[pick], kh, kw, id_words))
+                    flat[pick], stats[pick], kh, kw, id_words))
                 files.edges[part.rel_type] += pick.size
                 progress.edges(pick.size)
     finally:
@@ -224,8 +224,10 @@ def _write_edge_files(files: ImportFiles, graph: LayerGraph, options: IngestOpti
             handle.close()
 
 
-def _edge_lines(src: np.ndarray, dst: np.ndarray, flat: np.ndarray, kh: int, kw: int, id_words: int) -> bytes:
-    """CSV lines of EDGE_HEADER for n edges: node ids and (n, kh*kw) float32 kernels."""
+def _edge_lines(src: np.ndarray, dst: np.ndarray, flat: np.ndarray, stats: np.ndarray, kh: int, kw: int,
+                id_words: int) -> bytes:
+    """CSV lines of EDGE_HEADER for n edges: node ids, (n, kh*kw) float32 kernels and their
+    (n, 5) statistics in ``cypher.EDGE_STATS`` order."""
     n, m = flat.shape
     k0 = 2 * id_words  # where the kernel's cells start, in words
     s0 = k0 + 2 * m + 1  # where the statistics' cells start, after "kh,kw,"
@@ -235,7 +237,6 @@ def _edge_lines(src: np.ndarray, dst: np.ndarray, flat: np.ndarray, kh: int, kw:
     float32_words(flat, line[:, k0:k0 + 2 * m:2], line[:, k0 + 1:k0 + 2 * m:2], ";")
     with_separator(line[:, k0:k0 + 2 * m], ",")
     line[:, s0 - 1] = text_cell(f"{kh:03d},{kw:03d},", 1, 1)[0, 0]
-    stats = np.stack(list(rows.kernel_stats(flat).values()), axis=1)
     float32_words(stats, line[:, s0::2], line[:, s0 + 1::2], ",")
     with_separator(line, "\n")
     return line.tobytes()

@@ -247,11 +247,10 @@ def expanded_kernels(
         if box is None:
             continue
         y0, y1, x0, x1 = box
-        crops.append((start, g[:, :, y0:y1, x0:x1].copy(),
-                      (y0 + offset[0], y1 + offset[0], x0 + offset[1], x1 + offset[1])))
-        union = [crops[-1][2][0], crops[-1][2][1], crops[-1][2][2], crops[-1][2][3]] if union is None else [
-            min(union[0], crops[-1][2][0]), max(union[1], crops[-1][2][1]),
-            min(union[2], crops[-1][2][2]), max(union[3], crops[-1][2][3])]
+        placed = (y0 + offset[0], y1 + offset[0], x0 + offset[1], x1 + offset[1])  # in src's whole map
+        crops.append((start, g[:, :, y0:y1, x0:x1].copy(), placed))
+        union = list(placed) if union is None else [min(union[0], placed[0]), max(union[1], placed[1]),
+                                                    min(union[2], placed[2]), max(union[3], placed[3])]
     if union is None:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 1, 1), dtype=np.float32), (0, 0)

@@ -79,16 +79,18 @@ def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndar
         yield src_layer, out_idx, in_idx, kernels.astype(np.float32)
 
 
-def select_edges(out_idx: np.ndarray, flat: np.ndarray, min_l2: float = 0.0, top_k: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which edges to store, grouped by target neuron, strongest (l2) first in each group.
+def select_edges(out_idx: np.ndarray, l2: np.ndarray, min_l2: float = 0.0, top_k: int | None = None,
+                 grouped: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Which edges to store, from their kernels' l2 norms (``kernel_stats(...)["l2"]``).
 
-    ``flat`` is (n, kh*kw). All-zero kernels and those below ``min_l2`` are dropped; with
-    ``top_k`` only the ``top_k`` strongest inputs of each target stay. Returns
-    ``(order, boundaries)``: edge indices, and where each target's group starts.
+    All-zero kernels and those below ``min_l2`` are dropped; with ``top_k`` only the ``top_k``
+    strongest inputs of each target stay. Returns ``(order, boundaries)``: edge indices
+    grouped by target neuron, strongest first in each group, and where each group starts.
+    ``grouped=False`` (honoured without ``top_k``) keeps the input order and skips the sort.
     """
-    l2 = l2_norms(flat)
     keep = (l2 > 0) & (l2 >= min_l2)
+    if not grouped and top_k is None:
+        return np.flatnonzero(keep), np.zeros(0, dtype=np.int64)
     order = np.lexsort((-l2, out_idx))  # by target, strongest first
     order = order[keep[order]]
     boundaries = np.flatnonzero(np.diff(out_idx[order])) + 1
@@ -109,7 +111,8 @@ def kernel_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
     """Per-edge statistics of (n, kh*kw) kernels, summed in float64 whatever their dtype (no
     float64 copy of the kernels is made): sum, l1 (sum of |w|), l2, max, min."""
     return {"sum": flat.sum(axis=1, dtype=np.float64), "l1": np.abs(flat).sum(axis=1, dtype=np.float64),
-            "l2": l2_norms(flat), "max": flat.max(axis=1).astype(np.float64), "min": flat.min(axis=1).astype(np.float64)}
+            "l2": l2_norms(flat), "max": flat.max(axis=1).astype(np.float64),
+            "min": flat.min(axis=1).astype(np.float64)}
 
 
 def kernel_rows(
@@ -129,8 +132,8 @@ def kernel_rows(
     """
     n, kh, kw = kernels.shape
     flat = kernels.reshape(n, kh * kw)  # float32 kernels stay float32 until a row's tolist()
-    order, boundaries = select_edges(out_idx, flat, min_l2, top_k)
     stats = kernel_stats(flat)
+    order, boundaries = select_edges(out_idx, stats["l2"], min_l2, top_k)
     for group in np.split(order, boundaries):
         if group.size == 0:
             continue
