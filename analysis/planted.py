@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["PlantedNetwork", "build", "KINDS", "line_kernel", "arc_kernel"]
+__all__ = ["PlantedNetwork", "build", "KINDS", "line_kernel", "arc_kernel", "orientation_profile"]
 
 
 @dataclass
@@ -130,10 +130,24 @@ class _Plan:
         self.units.update(motif["members"])
 
 
+def orientation_profile(difference_deg: np.ndarray | float, sigma: float = 25.0, opposite: float = 1.0
+                        ) -> np.ndarray:
+    """Weight from an early curve to a curve ``difference_deg`` apart: a Gaussian bump for similar
+    orientations, a negative one for opposite orientations, about zero at 90 degrees (the Curve
+    Circuits article's pattern). A cosine, which we used first, excites so broadly that the curve
+    units responded most to curves about 20 degrees off their own orientation.
+
+    >>> np.round(orientation_profile(np.array([0.0, 45.0, 90.0, 180.0])), 2).tolist()
+    [1.0, 0.2, 0.0, -1.0]
+    """
+    d = np.abs((np.asarray(difference_deg, dtype=np.float64) + 180) % 360 - 180)
+    return np.exp(-d**2 / (2 * sigma**2)) - opposite * np.exp(-(d - 180) ** 2 / (2 * sigma**2))
+
+
 def _plant_equivariance(plan: _Plan, rng: np.random.Generator, k: int = 8, radius: float = 5.0) -> None:
     """K early-curve units (arc templates over the line detectors: lines along the arc excite,
     the opposite arc inhibits), then K curve units whose kernels are rotated copies: excited by
-    early curves of similar orientation, inhibited by opposite ones (cos of the difference)."""
+    early curves of similar orientation, inhibited by opposite ones (:func:`orientation_profile`)."""
     orients = np.arange(k) * 360.0 / k
     early, curves = plan.new("mid", k), plan.new("high", k)
     for unit, o in zip(early, orients):
@@ -148,7 +162,7 @@ def _plant_equivariance(plan: _Plan, rng: np.random.Generator, k: int = 8, radiu
         blob = np.exp(-along**2 / (2 * 1.5**2) - across**2 / (2 * 0.6**2))
         blob = blob / blob.sum() * 4.0 / k * 2
         for i, oi in zip(early, orients):
-            plan.connect("high", j, i, np.cos(np.deg2rad(oi - oj)) * blob)
+            plan.connect("high", j, i, float(orientation_profile(oi - oj)) * blob)
     plan.add_motif({
         "kind": "rotation_equivariance", "family_step": 360.0 / k, "layers": ["mid", "high"],
         "members": {**{f"mid:{u}": {"role": "early_curve", "orientation": float(o)} for u, o in zip(early, orients)},

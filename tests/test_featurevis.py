@@ -61,23 +61,49 @@ def test_objectives_compose():
     assert "contrast_penalty" in (channel("a", 0) + contrast_penalty()).description
 
 
+def _measured_orientation(net, images: torch.Tensor) -> np.ndarray:
+    """Orientation of each image's curve at the centre, read by the planted early-curve detectors
+    (their tuning is checked by test_ground_truth): the circular mean of their rectified responses
+    pooled over the 7 x 7 centre window (the window where this instrument is most accurate on
+    synthetic curves; see the calibration below)."""
+    with torch.no_grad():
+        early = torch.relu(layer_activations(net.module, "mid", images))[:, :, 13:20, 13:20].mean((2, 3))
+    planted = np.array([net.truth["units"][f"mid:{c}"]["orientation"] for c in range(early.shape[1])])
+    return circular_mean(planted, early.numpy().T)[0]
+
+
+def _angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs((np.asarray(a) - np.asarray(b) + 180) % 360 - 180)
+
+
+def test_orientation_instrument_reads_synthetic_curves():
+    # the instrument the next test uses, on curves of known orientation at random radius, width and
+    # up to 1 px off the centre (an arc moved along its tangent is an arc rotated: this is its floor)
+    from circuitatlas.analysis.stimuli import curve
+
+    net = build("equivariance", k=8)
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 360, 200)
+    images = np.stack([curve(o, radius=rng.uniform(4, 6), size=33, span=150, width=rng.uniform(1, 2),
+                             position=tuple(16 + rng.uniform(-1, 1, 2))) for o in truth])
+    error = _angle_error(_measured_orientation(net, torch.from_numpy(images).permute(0, 3, 1, 2)), truth)
+    assert np.sqrt(np.mean(error**2)) < 7 and np.percentile(error, 95) < 12
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_curve_family_images(seed):
     k = 8
     net = build("equivariance", seed=seed, k=k)
-    result = render(net.module, neuron("high", list(range(k))) + contrast_penalty(3.0), size=33, batch=k, steps=512,
-                    init_sd=0.1, seed=seed)
+    # more, smaller steps than the defaults: images stopped in weaker optima are further off and
+    # may excite a neighbour more (16 seeds: 512 steps at 0.05 gave rms 5.3 degrees, at most 13.8,
+    # and 3 of 128 images more for a neighbour; 2048 at 0.025 rms 3.8, at most 14.5, none)
+    result = render(net.module, neuron("high", list(range(k))) + contrast_penalty(3.0), size=33, batch=k,
+                    steps=2048, lr=0.025, init_sd=0.1, seed=seed)
     with torch.no_grad():
         own = layer_activations(net.module, "high", result.images)[:, :, 16, 16]
     assert torch.equal(own.argmax(dim=1), torch.arange(k))  # each image excites its own unit most
-    # orientation measured by the planted early-curve detectors (their tuning is verified by
-    # test_ground_truth to within 5 degrees), as the circular mean of their responses at the centre
-    with torch.no_grad():
-        early = torch.relu(layer_activations(net.module, "mid", result.images))[:, :, 16, 16].numpy()
-    planted = np.arange(k) * 360.0 / k
-    measured, _ = circular_mean(planted, early.T)
-    error = np.abs((measured - planted + 180) % 360 - 180)
-    assert error.max() < 25  # the brief asks 15 degrees: measured up to ~21 here (see the issue note)
+    planted = [net.truth["units"][f"high:{c}"]["orientation"] for c in range(k)]
+    assert _angle_error(_measured_orientation(net, result.images), planted).max() < 15
 
 
 def test_featurevis_annotation_writes_once(atlas, cli_env):

@@ -78,6 +78,17 @@ def test_radial_tuning_recovers_planted_orientations(seed, k):
             assert result.selectivity[channel] > 0.5
 
 
+@pytest.mark.parametrize("radius", [4, 5, 6])
+def test_planted_curve_units_peak_at_their_orientation(radius):
+    # the circular mean hides a tuning curve with two peaks either side of the planted angle (as
+    # cosine weights from early curves gave: peaks about 20 degrees off); the maximum must sit there
+    net = build("equivariance", k=8)
+    result = radial_tuning(net.module, "high", size=33, radius=radius, width=1.5, n_angles=360)
+    for channel in range(8):
+        peak = result.angles[np.argmax(result.responses[:, channel])]
+        assert _angle_diff(peak, channel * 45.0) <= 3
+
+
 def test_untuned_units_have_low_selectivity_and_bad_stimuli_are_refused():
     net = build("superposition")
     # units that read one line detector through a 1x1 kernel: a curve rotating by 360 degrees
