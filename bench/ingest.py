@@ -105,7 +105,6 @@ def run_path(model: str, size: tuple[int, int, int], bulk: str, naive_sample: in
                 result["import_edges_per_s"] = round(edges / meta["bulk_import_s"])
             else:
                 result["slowest_parts_s"] = dict(sorted(timer.parts.items(), key=lambda kv: -kv[1])[:5])
-            if summary.ingest_path == "online":
                 result["naive_floor"] = naive_floor(atlas.store, "bench", naive_sample)
         server.stop()
         result["store_mib"] = round(server.status().store_bytes / 2**20)

@@ -52,7 +52,7 @@ _JVM_FLAGS = [
 ]
 
 
-_SERVER_SETTINGS = {  # besides addresses and directories; the tx-log ones apply to neo4j-admin too
+_TX_LOG_SETTINGS = {  # the server's and neo4j-admin's (a bulk import writes the transaction log too)
     "db.tx_log.rotation.retention_policy": "2 files",
     "db.tx_log.rotation.size": "64M",
     "db.tx_log.preallocate": "false",
@@ -350,7 +350,7 @@ class LocalServer:
             "server.directories.run": str(self.home / "run"),
             "server.directories.plugins": str(self.home / "plugins"),
             "server.directories.import": str(self.home / "import"),
-            **_SERVER_SETTINGS,
+            **_TX_LOG_SETTINGS,
         }
         cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
                "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
@@ -470,7 +470,7 @@ class LocalServer:
         conf = self.home / "admin-conf"
         conf.mkdir(parents=True, exist_ok=True)
         settings = {"server.directories.data": self.home / "data", "server.directories.logs": self.home / "logs",
-                    **{key: value for key, value in _SERVER_SETTINGS.items() if key.startswith("db.tx_log")}}
+                    **_TX_LOG_SETTINGS}
         (conf / "neo4j.conf").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf)}
         cmd = [find_java(), f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{self.jars.ensure()}/*",

@@ -179,10 +179,7 @@ def _write_node_files(files: ImportFiles, model: str, graph: LayerGraph, meta: d
         f.write(":START_ID,:END_ID\n")
         for name, info in graph.layers.items():
             f.write("".join(f"{layer_ids[name]},{neuron_base[name] + c}\n" for c in range(info.channels)))
-    feeds = [(a, b, "direct") for a, b in graph.feeds] if options.direct else []
-    if options.expanded:
-        obs = graph.observation_layers
-        feeds += [(a, b, "expanded") for a, b in zip(obs, obs[1:])]
+    feeds = rows.feed_pairs(graph, options.direct, options.expanded)
     with open(folder / "feeds.csv", "w") as f:
         f.write(":START_ID,:END_ID,kind\n" + "".join(f"{layer_ids[a]},{layer_ids[b]},{k}\n" for a, b, k in feeds))
     files.relationships.update(HAS_LAYER=folder / "has_layer.csv", HAS_NEURON=folder / "has_neuron.csv",
@@ -209,7 +206,7 @@ def _write_edge_files(files: ImportFiles, graph: LayerGraph, options: IngestOpti
             flat = kernels.reshape(n, kh * kw)
             by_name = rows.kernel_stats(flat)
             stats = np.stack([by_name[name] for name in cypher.EDGE_STATS], axis=1)  # the header's order
-            order, _ = rows.select_edges(out_idx, stats[:, cypher.EDGE_STATS.index("l2")], options.min_l2,
+            order, _ = rows.select_edges(out_idx, by_name["l2"], options.min_l2,
                                          options.top_k_per_neuron, grouped=False)  # a file needs no grouping
             step = max(1, _FLOATS_PER_CHUNK // (kh * kw))
             for start in range(0, order.size, step):

@@ -14,7 +14,7 @@ import numpy as np
 
 from circuitatlas.ingest.layergraph import LayerGraph, WeightLayer
 
-__all__ = ["layer_uid", "neuron_uid", "layer_rows", "neuron_rows", "kernel_rows", "direct_blocks", "select_edges",
+__all__ = ["layer_uid", "neuron_uid", "layer_rows", "feed_pairs", "neuron_rows", "kernel_rows", "direct_blocks", "select_edges",
            "kernel_stats", "l2_norms"]
 
 
@@ -35,6 +35,16 @@ def layer_rows(model: str, graph: LayerGraph) -> list[dict]:
          "folded_bn": (graph.weight_layers[info.name].folded_bn if info.name in graph.weight_layers else None)}
         for info in graph.layers.values()
     ]
+
+
+def feed_pairs(graph: LayerGraph, direct: bool, expanded: bool) -> list[tuple[str, str, str]]:
+    """The FEEDS relationships ``(src layer, dst layer, kind)``: ``"direct"`` for every layer that
+    feeds another (with direct weights), ``"expanded"`` between consecutive observation layers."""
+    pairs = [(a, b, "direct") for a, b in graph.feeds] if direct else []
+    if expanded:
+        obs = graph.observation_layers
+        pairs += [(a, b, "expanded") for a, b in zip(obs, obs[1:])]
+    return pairs
 
 
 def neuron_rows(model: str, graph: LayerGraph) -> Iterator[dict]:

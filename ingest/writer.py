@@ -166,10 +166,6 @@ def _edge_count(row: dict) -> int:
 def _write_nodes(store: Store, model: str, graph: LayerGraph, options: IngestOptions) -> None:
     store.write(cypher.CREATE_LAYERS, model=model, rows=rows.layer_rows(model, graph))
     store.write_rows(cypher.CREATE_NEURONS, rows.neuron_rows(model, graph), batch_size=10_000, model=model)
-    feeds = [{"src": rows.layer_uid(model, a), "dst": rows.layer_uid(model, b), "kind": "direct"}
-             for a, b in graph.feeds] if options.direct else []
-    if options.expanded:
-        obs = graph.observation_layers
-        feeds += [{"src": rows.layer_uid(model, a), "dst": rows.layer_uid(model, b), "kind": "expanded"}
-                  for a, b in zip(obs, obs[1:])]
+    feeds = [{"src": rows.layer_uid(model, a), "dst": rows.layer_uid(model, b), "kind": kind}
+             for a, b, kind in rows.feed_pairs(graph, options.direct, options.expanded)]
     store.write(cypher.CREATE_FEEDS, rows=feeds)

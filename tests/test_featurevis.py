@@ -18,6 +18,7 @@ from circuitatlas.analysis.featurevis import (
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import circular_mean, layer_activations
 from circuitatlas.cli import main
+from tests.test_ground_truth import _angle_diff
 
 
 def test_objective_rises_over_steps():
@@ -72,10 +73,6 @@ def _measured_orientation(net, images: torch.Tensor) -> np.ndarray:
     return circular_mean(planted, early.numpy().T)[0]
 
 
-def _angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs((np.asarray(a) - np.asarray(b) + 180) % 360 - 180)
-
-
 def test_orientation_instrument_reads_synthetic_curves():
     # the instrument the next test uses, on curves of known orientation at random radius, width and
     # up to 1 px off the centre (an arc moved along its tangent is an arc rotated: this is its floor)
@@ -86,7 +83,7 @@ def test_orientation_instrument_reads_synthetic_curves():
     truth = rng.uniform(0, 360, 200)
     images = np.stack([curve(o, radius=rng.uniform(4, 6), size=33, span=150, width=rng.uniform(1, 2),
                              position=tuple(16 + rng.uniform(-1, 1, 2))) for o in truth])
-    error = _angle_error(_measured_orientation(net, torch.from_numpy(images).permute(0, 3, 1, 2)), truth)
+    error = _angle_diff(_measured_orientation(net, torch.from_numpy(images).permute(0, 3, 1, 2)), truth)
     assert np.sqrt(np.mean(error**2)) < 7 and np.percentile(error, 95) < 12
 
 
@@ -103,7 +100,7 @@ def test_planted_curve_family_images(seed):
         own = layer_activations(net.module, "high", result.images)[:, :, 16, 16]
     assert torch.equal(own.argmax(dim=1), torch.arange(k))  # each image excites its own unit most
     planted = [net.truth["units"][f"high:{c}"]["orientation"] for c in range(k)]
-    assert _angle_error(_measured_orientation(net, result.images), planted).max() < 15
+    assert _angle_diff(_measured_orientation(net, result.images), planted).max() < 15
 
 
 def test_featurevis_annotation_writes_once(atlas, cli_env):
