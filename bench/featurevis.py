@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false")
     parser.add_argument("--check-bf16", type=int, default=0, metavar="N",
                         help="also render N channels of the first layer in fp32 and compare (CUDA)")
+    parser.add_argument("--compare-fold", action="store_true",
+                        help="also render the first layer batched without BatchNorm folding, side by side")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     device = pick_device()
@@ -84,6 +86,8 @@ def main() -> None:
     else:
         result["target"] = "GoogLeNet inception3a..inception5b at 512 steps, 128 px in <= 180 s, >= 100x one-at-a-time"
         result["meets_target"] = total_batched <= 180 and total_single / total_batched >= 100
+    if args.compare_fold:
+        result["fold_bn_vs_unfolded"] = _compare_fold(model, args.layers.split(",")[0], args, device)
     if args.check_bf16 and device.type == "cuda":
         result["bf16_vs_fp32"] = _compare_precision(model, args.layers.split(",")[0], args.check_bf16, args)
     text = json.dumps(result, indent=2)
@@ -109,6 +113,21 @@ def _compare_precision(model, layer: str, n: int, args) -> dict:
             "median_pixel_correlation": round(float(sorted(corr)[len(corr) // 2]), 3),
             "fp32_score_of_bf16_images": float(f"{float(scores[0].mean()):.4g}"),
             "fp32_score_of_fp32_images": float(f"{float(scores[1].mean()):.4g}")}
+
+
+def _compare_fold(model, layer: str, args, device) -> dict:
+    """Batched render of ``layer`` with and without BatchNorm folding, timed back to back."""
+    n = _channels(model, layer, args.size, device)
+    seconds = {}
+    for fold in (True, False):
+        began = time.monotonic()
+        render_channels(model, layer, list(range(n)), chunk=args.chunk, size=args.size, steps=args.steps,
+                        device=device, channels_last=args.channels_last, fold_bn=fold)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds[fold] = time.monotonic() - began
+    return {"layer": layer, "channels": n, "folded_s": round(seconds[True], 2),
+            "unfolded_s": round(seconds[False], 2), "speedup": round(seconds[False] / seconds[True], 3)}
 
 
 def _channels(model, layer: str, size: int, device) -> int:

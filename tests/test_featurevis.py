@@ -140,15 +140,20 @@ def test_batchnorm_folding_keeps_activations_and_falls_back_when_wrong():
     with torch.no_grad():
         assert torch.allclose(folded(x), net(x), atol=1e-5)
     assert folded_for_layers(net, ["4"], 16, torch.device("cpu")) is not net
+    # an observed convolution keeps its BatchNorm; the ones before it still fold
+    observed = folded_for_layers(net, ["3"], 16, torch.device("cpu"))
+    assert isinstance(observed[1], torch.nn.Identity) and isinstance(observed[4], torch.nn.BatchNorm2d)
+    with torch.no_grad():
+        assert torch.allclose(observed[:4](x), net[:4](x), atol=1e-5)
 
     class Wrong(torch.nn.Module):  # registered conv-then-bn, but the BN runs on the input first
         def __init__(self):
             super().__init__()
-            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+            self.conv, self.bn, self.act = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3), torch.nn.ReLU()
 
         def forward(self, x):
-            return self.conv(self.bn(x))
+            return self.act(self.conv(self.bn(x)))
 
     wrong = Wrong().eval()
     wrong.bn.running_mean.fill_(0.7)
-    assert folded_for_layers(wrong, ["conv"], 8, torch.device("cpu")) is wrong
+    assert folded_for_layers(wrong, ["act"], 8, torch.device("cpu")) is wrong

@@ -12,7 +12,7 @@ original's on a random input.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 from torch import nn
@@ -23,15 +23,18 @@ from circuitatlas.analysis.hooks import run_to_layers
 __all__ = ["fold_batchnorm", "folded_for_layers"]
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+def fold_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> tuple[nn.Module, int]:
     """A copy of ``model`` (eval mode) in which every ``Conv2d`` directly followed, among its
     parent's children, by a ``BatchNorm2d`` of matching width carries that BatchNorm, which
-    becomes ``nn.Identity``. Returns the copy and the number of BatchNorms folded."""
+    becomes ``nn.Identity``; convolutions named in ``keep`` (observed layers: their own output
+    would change) are left unfolded. Returns the copy and the number of BatchNorms folded."""
     folded = copy.deepcopy(model).eval()
     count = 0
-    for parent in folded.modules():
+    for prefix, parent in folded.named_modules():
         children = list(parent.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if f"{prefix}.{conv_name}".lstrip(".") in keep:
+                continue
             if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
                     and bn.running_mean is not None and conv.out_channels == bn.num_features):
                 setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
@@ -43,8 +46,9 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 def folded_for_layers(model: nn.Module, layers: Sequence[str], size: int, device: torch.device,
                       rtol: float = 1e-3) -> nn.Module:
     """``model`` with BatchNorm folded where that leaves the activations of ``layers`` unchanged
-    (checked in fp32 on random images of ``size`` px); else ``model`` itself."""
-    folded, count = fold_batchnorm(model)
+    (checked in fp32 on random images of ``size`` px); else ``model`` itself. A convolution that
+    is itself one of ``layers`` keeps its BatchNorm (which runs after it, beyond the layer read)."""
+    folded, count = fold_batchnorm(model, keep=set(layers))
     if count == 0 or not layers:
         return model
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
