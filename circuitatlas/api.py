@@ -289,16 +289,20 @@ class Atlas:
         """Render one image per channel of ``layer`` (batched), save PNGs under a content-addressed
         artifacts dir, set each neuron's ``featurevis`` (path), ``featurevis_activation`` and
         ``featurevis_key``, and write a contact sheet (the Layer's ``featurevis_sheet``). Neurons
-        already rendered with the same settings are skipped. ``progress(n)`` counts channels done."""
+        already rendered with the same settings are skipped; each chunk of channels is stored as
+        soon as it is rendered, so an interrupted run loses only the chunk in progress.
+        ``progress(n)`` counts channels done."""
         import hashlib
         import json
         from pathlib import Path
 
         import numpy as np
+        import torch
         from PIL import Image
 
         from circuitatlas import paths
         from circuitatlas.analysis.featurevis import render_channels
+        from circuitatlas.errors import RenderError
         from circuitatlas.queries import cypher
 
         n_channels = self._check_layer(model, layer)["channels"]
@@ -317,17 +321,24 @@ class Atlas:
         todo = [c for c in channels if done.get(c) != key(c) or not (root / f"{key(c)}.png").exists()]
         if todo:
             net = module if module is not None else self.module(model)
-            result = render_channels(net, layer, todo, chunk=chunk, progress=progress, size=size, steps=steps,
-                                     lr=lr, seed=seed, device=device)
             root.mkdir(parents=True, exist_ok=True)
-            props = {}
-            for i, c in enumerate(todo):
-                path = root / f"{key(c)}.png"
-                image = (result.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                Image.fromarray(image).save(path)
-                props[c] = {"featurevis": str(path), "featurevis_activation": float(result.activations[i]),
-                            "featurevis_key": key(c)}
-            self._set_neuron_properties(model, layer, props)
+
+            def save(group: list[int], part) -> None:  # each chunk is kept as soon as it is done
+                props = {}
+                for i, c in enumerate(group):
+                    path = root / f"{key(c)}.png"
+                    image = (part.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                    Image.fromarray(image).save(path)
+                    props[c] = {"featurevis": str(path), "featurevis_activation": float(part.activations[i]),
+                                "featurevis_key": key(c)}
+                self._set_neuron_properties(model, layer, props)
+
+            try:
+                render_channels(net, layer, todo, chunk=chunk, progress=progress, on_chunk=save, size=size,
+                                steps=steps, lr=lr, seed=seed, device=device)
+            except torch.OutOfMemoryError:
+                raise RenderError(f"out of device memory rendering {layer} one channel at a time at {size} px: "
+                                  "try a smaller --size or --device cpu") from None
         elif progress is not None:
             progress(0)
         sheet_rows = self.store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)

@@ -29,3 +29,7 @@ class IngestError(CircuitAtlasError):
 
 class NotFound(CircuitAtlasError):
     """A model, layer or neuron that is not in the graph."""
+
+
+class RenderError(CircuitAtlasError):
+    """Feature visualisation could not run (out of device memory even one channel at a time)."""

@@ -18,6 +18,7 @@ from circuitatlas.analysis.featurevis import (
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import circular_mean, layer_activations
 from circuitatlas.cli import main
+from circuitatlas.errors import RenderError
 from tests.test_ground_truth import _angle_diff
 
 
@@ -37,6 +38,34 @@ def test_batched_render_equals_one_at_a_time():
         single = render(net, channel("features.7", c), size=32, steps=24, seed=3)
         assert torch.allclose(batched.images[i], single.images[0], atol=1e-4)
         assert batched.activations[i] == pytest.approx(float(single.activations[0]), rel=1e-3, abs=1e-4)
+
+
+class _SmallDevice(torch.nn.Module):
+    """Stands in for a device with room for ``room`` images: a larger batch runs out of memory."""
+
+    def __init__(self, net: torch.nn.Module, room: int) -> None:
+        super().__init__()
+        self.net, self.room, self.batches = net, room, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        if x.shape[0] > self.room:
+            raise torch.OutOfMemoryError(f"no room for {x.shape[0]} images")
+        return self.net(x)
+
+
+def test_chunks_that_run_out_of_memory_are_halved():
+    small = _SmallDevice(zoo.build("curves").module, room=3)
+    channels = list(range(10))
+    done = []
+    result = render_channels(small, "net.features.7", channels, chunk=10, size=24, steps=6, seed=1,
+                             fold_bn=False, on_chunk=lambda group, part: done.append(group))
+    assert [c for group in done for c in group] == channels and max(map(len, done)) <= 3
+    assert max(small.batches[1:]) > 3  # it did try bigger batches first
+    reference = render_channels(small.net, "features.7", channels, chunk=3, size=24, steps=6, seed=1, fold_bn=False)
+    assert torch.allclose(result.images, reference.images, atol=1e-5)
+    with pytest.raises(torch.OutOfMemoryError):
+        render_channels(_SmallDevice(small.net, room=0), "net.features.7", [0, 1], size=24, steps=2, fold_bn=False)
 
 
 def test_same_seed_same_image_and_hooks_removed():
@@ -122,6 +151,31 @@ def test_featurevis_annotation_writes_once(atlas, cli_env):
     assert report["rendered"] == 2 and report["skipped"] == 6  # channels 1 and 2 had other settings
     sheet = atlas.cypher("MATCH (l:Layer {uid: 'fv/high'}) RETURN l.featurevis_sheet AS s")[0]["s"]
     assert sheet == report["sheet"]
+
+
+def test_interrupted_annotation_keeps_finished_chunks(atlas):
+    atlas.ingest("planted:equivariance", "fvstop", input_size=(3, 33, 33), expanded=False)
+    seen = []
+
+    def interrupt(n: int) -> None:  # Ctrl-C after the first chunk of 4
+        seen.append(n)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atlas.featurevis("fvstop", "high", steps=8, size=33, chunk=4, progress=interrupt)
+    rows = atlas.cypher("MATCH (n:Neuron {model: 'fvstop', layer: 'high'}) WHERE n.featurevis IS NOT NULL "
+                        "RETURN n.channel AS c, n.featurevis AS p ORDER BY c")
+    assert seen == [4] and [r["c"] for r in rows] == [0, 1, 2, 3] and all(Path(r["p"]).exists() for r in rows)
+    rest = atlas.featurevis("fvstop", "high", steps=8, size=33, chunk=4)
+    assert (rest["rendered"], rest["skipped"]) == (4, 4)
+
+    def full(_module, _inputs):
+        raise torch.OutOfMemoryError("no room")
+
+    net = build("equivariance").module
+    net.register_forward_pre_hook(full)  # even one channel at a time does not fit: one clear error
+    with pytest.raises(RenderError, match="out of device memory"):
+        atlas.featurevis("fvstop", "high", steps=8, size=33, seed=5, module=net)
 
 
 def test_batchnorm_folding_keeps_activations_and_falls_back_when_wrong():

@@ -143,25 +143,47 @@ def render_channels(
     chunk: int | None = None,
     at_centre: bool = False,
     progress: Callable[[int], None] | None = None,
+    on_chunk: Callable[[list[int], RenderResult], None] | None = None,
     **kwargs,
 ) -> RenderResult:
     """One image per channel, each optimising its own channel, many channels per batch.
 
     ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); the channels are split
-    into equal chunks, so that no small remainder costs a whole optimisation of its own.
-    ``at_centre`` optimises the centre neuron instead of the channel mean. ``progress(n)`` is
-    called after each chunk.
+    into equal chunks, so that no small remainder costs a whole optimisation of its own. A chunk
+    that runs out of device memory is retried as two halves, down to one channel. ``at_centre``
+    optimises the centre neuron instead of the channel mean. After each chunk,
+    ``on_chunk(channels, result)`` (to save it before the next one starts), then ``progress(n)``.
     """
     channels = list(channels)
     device = pick_device(kwargs.get("device"))
     limit = chunk or (512 if device.type == "cuda" else 64)
-    chunk = max(1, math.ceil(len(channels) / max(1, math.ceil(len(channels) / limit))))
-    parts = []
-    for start in range(0, len(channels), chunk):
-        group = channels[start:start + chunk]
+    parts: list[RenderResult] = []
+    done = 0
+    while done < len(channels):
+        rest = channels[done:]
+        group = rest[:_equal_chunk(len(rest), limit)]
         objective = neuron(layer, group) if at_centre else channel(layer, group)
-        parts.append(render(model, objective, batch=len(group), **kwargs))
+        try:
+            part = render(model, objective, batch=len(group), **kwargs)
+        except torch.OutOfMemoryError:
+            if len(group) == 1:
+                raise
+            part = None  # retried below, once the exception (and the memory it holds) is gone
+        if part is None:
+            limit = len(group) // 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        parts.append(part)
+        done += len(group)
+        if on_chunk is not None:
+            on_chunk(group, part)
         if progress is not None:
             progress(len(group))
     return RenderResult(torch.cat([p.images for p in parts]), torch.cat([p.activations for p in parts]),
                         torch.cat([p.history for p in parts], dim=1))
+
+
+def _equal_chunk(n: int, limit: int) -> int:
+    """The size of ``n`` items split into the fewest equal chunks of at most ``limit``."""
+    return max(1, math.ceil(n / max(1, math.ceil(n / max(1, limit)))))
