@@ -199,6 +199,14 @@ class Atlas:
             raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
         return rows[0]["meta"]
 
+    def layers(self, model: str, observed: bool = False) -> list[dict[str, Any]]:
+        """The model's layers in topological order (``name``, ``kind``, ``channels``, ``shape``,
+        ``observed``, ``featurevis_sheet``); with ``observed`` only the observation layers."""
+        from circuitatlas.queries import cypher
+
+        self.model_meta(model)  # NotFound for an unknown model
+        return self.store.read(cypher.MODEL_LAYERS, model=model, observed=observed)
+
     def module(self, model: str, trust_pickle: bool = False) -> "nn.Module":
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights)."""
         from circuitatlas.ingest.sources import rebuild

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from circuitatlas.errors import CircuitAtlasError
+from circuitatlas.errors import CircuitAtlasError, NotFound
 from circuitatlas.localserver import DEFAULT_HEAP, DEFAULT_PAGECACHE, LocalServer
 
 
@@ -175,6 +175,17 @@ def db_init(obj: CliContext) -> None:
 def models_cmd(obj: CliContext, as_json: bool) -> None:
     """List the models in the graph with status and node/edge counts."""
     rows = [asdict(m) for m in obj.atlas.models()]
+    _echo_json(rows) if as_json else _echo_table(rows)
+
+
+@main.command("layers")
+@click.argument("model")
+@click.option("--observed", is_flag=True, help="Only the observation layers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def layers_cmd(obj: CliContext, model: str, observed: bool, as_json: bool) -> None:
+    """List a model's layers in topological order."""
+    rows = obj.atlas.layers(model, observed=observed)
     _echo_json(rows) if as_json else _echo_table(rows)
 
 
@@ -430,7 +441,9 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
 
 @main.command("featurevis")
 @click.argument("model")
-@click.option("--layer", required=True, help="Layer to render (one image per channel).")
+@click.option("--layer", "layer_spec", required=True,
+              help="Layer to render (one image per channel); several comma-separated, or 'observed' for all "
+                   "observation layers.")
 @click.option("--channels", help="Comma-separated channels (default: all).")
 @click.option("--steps", default=512, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Image size in pixels.")
@@ -440,21 +453,33 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
 @click.option("--chunk", type=int, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def featurevis_cmd(obj: CliContext, model: str, layer: str, channels: str | None, steps: int, size: int, lr: float,
-                   seed: int, device: str | None, chunk: int | None, as_json: bool) -> None:
-    """Render feature visualisations of a layer and store them on its neurons."""
+def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str | None, steps: int, size: int,
+                   lr: float, seed: int, device: str | None, chunk: int | None, as_json: bool) -> None:
+    """Render feature visualisations of layers and store them on their neurons."""
     from tqdm import tqdm
 
     chosen = [int(c) for c in channels.split(",")] if channels else None
-    total = len(chosen) if chosen else None
+    if layer_spec == "observed":
+        layers = [r for r in obj.atlas.layers(model, observed=True) if r["kind"] != "input"]
+    else:
+        known = {r["name"]: r for r in obj.atlas.layers(model)}
+        wanted = [name.strip() for name in layer_spec.split(",") if name.strip()]
+        for name in wanted:  # every name checked before anything renders
+            if name not in known:
+                raise NotFound(f"no layer {name!r} in model {model!r} (see `circuitatlas layers {model}`)")
+        layers = [known[name] for name in wanted]
+    total = sum(len(chosen) if chosen else r["channels"] for r in layers)
+    reports = []
     with tqdm(total=total, unit="channel", file=sys.stderr, disable=None) as bar:
-        report = obj.atlas.featurevis(model, layer, chosen, steps=steps, size=size, lr=lr, seed=seed, device=device,
-                                      chunk=chunk, progress=bar.update)
+        for row in layers:
+            reports.append(obj.atlas.featurevis(model, row["name"], chosen, steps=steps, size=size, lr=lr, seed=seed,
+                                                device=device, chunk=chunk, progress=bar.update))
     if as_json:
-        _echo_json(report)
+        _echo_json(reports[0] if len(reports) == 1 else reports)
         return
-    click.echo(f"{model}/{layer}: rendered {report['rendered']}, skipped {report['skipped']} already rendered; "
-               f"contact sheet: {report['sheet']}")
+    for row, report in zip(layers, reports):
+        click.echo(f"{model}/{row['name']}: rendered {report['rendered']}, skipped {report['skipped']} already "
+                   f"rendered; contact sheet: {report['sheet']}")
 
 
 @main.group(cls=_Group)

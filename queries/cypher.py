@@ -163,6 +163,14 @@ RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.{stat}) AS value
 
 LAYER_INFO = "MATCH (l:Layer {uid: $uid}) RETURN l.channels AS channels, l.kind AS kind, l.shape AS shape"
 
+MODEL_LAYERS = """
+MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
+WHERE NOT $observed OR l.observed
+RETURN l.name AS name, l.kind AS kind, l.channels AS channels, l.shape AS shape, l.observed AS observed,
+       l.featurevis_sheet AS featurevis_sheet
+ORDER BY l.order
+"""
+
 # -- subgraphs -----------------------------------------------------------------------------------
 SUBGRAPH = """
 CALL () {

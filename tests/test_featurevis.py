@@ -153,6 +153,29 @@ def test_featurevis_annotation_writes_once(atlas, cli_env):
     assert sheet == report["sheet"]
 
 
+def test_featurevis_renders_every_observed_layer(atlas, cli_env):
+    atlas.ingest("planted:equivariance", "fvall", input_size=(3, 33, 33), expanded=False)
+    listed = CliRunner().invoke(main, ["layers", "fvall", "--observed", "--json"], env=cli_env)
+    assert listed.exit_code == 0, listed.output
+    expected = [r["name"] for r in atlas.cypher(
+        "MATCH (:Model {id: 'fvall'})-[:HAS_LAYER]->(l:Layer) WHERE l.observed AND l.kind <> 'input' "
+        "RETURN l.name AS name ORDER BY l.order")]
+    assert [r["name"] for r in json.loads(listed.output) if r["kind"] != "input"] == expected and len(expected) > 1
+    result = CliRunner().invoke(main, ["featurevis", "fvall", "--layer", "observed", "--steps", "4", "--size", "33",
+                                       "--json"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output)
+    assert [Path(r["sheet"]).name for r in reports] == [f"featurevis-{name}.png" for name in expected]
+    missing = atlas.cypher("MATCH (n:Neuron {model: 'fvall'}) WHERE n.layer IN $layers AND n.featurevis IS NULL "
+                           "RETURN count(n) AS n", layers=expected)[0]["n"]
+    assert missing == 0
+    keys = "MATCH (n:Neuron {model: 'fvall', layer: 'high'}) RETURN n.channel AS c, n.featurevis_key AS k ORDER BY c"
+    before = atlas.cypher(keys)
+    bad = CliRunner().invoke(main, ["featurevis", "fvall", "--layer", "high,nosuch", "--steps", "3"], env=cli_env)
+    assert bad.exit_code != 0 and "nosuch" in bad.output and "Traceback" not in bad.output
+    assert atlas.cypher(keys) == before  # nothing rendered before the unknown name was refused
+
+
 def test_interrupted_annotation_keeps_finished_chunks(atlas):
     atlas.ingest("planted:equivariance", "fvstop", input_size=(3, 33, 33), expanded=False)
     seen = []
