@@ -294,12 +294,24 @@ class Atlas:
         lr: float = 0.05, seed: int = 0, device: str | None = None, chunk: int | None = None,
         module: "nn.Module | None" = None, progress=None,
     ) -> dict:
-        """Render one image per channel of ``layer`` (batched), save PNGs under a content-addressed
-        artifacts dir, set each neuron's ``featurevis`` (path), ``featurevis_activation`` and
-        ``featurevis_key``, and write a contact sheet (the Layer's ``featurevis_sheet``). Neurons
-        already rendered with the same settings are skipped; each chunk of channels is stored as
-        soon as it is rendered, so an interrupted run loses only the chunk in progress.
-        ``progress(n)`` counts channels done."""
+        """Render one image per channel of ``layer``: :meth:`featurevis_layers` for one layer."""
+        return self.featurevis_layers(model, [layer], channels, steps=steps, size=size, lr=lr, seed=seed,
+                                      device=device, chunk=chunk, module=module, progress=progress)[0]
+
+    def featurevis_layers(
+        self, model: str, layers: Iterable[str], channels: Iterable[int] | None = None, steps: int = 512,
+        size: int = 128, lr: float = 0.05, seed: int = 0, device: str | None = None, chunk: int | None = None,
+        module: "nn.Module | None" = None, progress=None,
+    ) -> list[dict]:
+        """Render one image per channel of each layer (``channels``: the same ones in every layer;
+        default all), save PNGs under a content-addressed artifacts dir, set each neuron's
+        ``featurevis`` (path), ``featurevis_activation`` and ``featurevis_key``, and write a contact
+        sheet per layer (the Layer's ``featurevis_sheet``). Every layer and channel is checked before
+        anything renders. Neurons already rendered with the same settings are skipped. The layers'
+        channels are batched together in network order (a batch may span two layers), so a whole
+        model renders in batches of one size; each batch is stored as soon as it is rendered, so an
+        interrupted run loses only the batch in progress. ``progress(n)`` counts channels done.
+        Returns one report per layer, in network order."""
         import hashlib
         import json
         from pathlib import Path
@@ -309,52 +321,71 @@ class Atlas:
         from PIL import Image
 
         from circuitatlas import paths
-        from circuitatlas.analysis.featurevis import render_channels
-        from circuitatlas.errors import RenderError
+        from circuitatlas.analysis.featurevis import render_units
+        from circuitatlas.errors import NotFound, RenderError
         from circuitatlas.queries import cypher
 
-        n_channels = self._check_layer(model, layer)["channels"]
-        meta = self.model_meta(model)
-        channels = list(range(n_channels)) if channels is None else list(channels)
+        known = {row["name"]: row for row in self.layers(model)}
+        layers = list(dict.fromkeys(layers))
+        for layer in layers:
+            if layer not in known:
+                raise NotFound(f"no layer {layer!r} in model {model!r} (see `circuitatlas layers {model}`)")
+        layers.sort(key=lambda layer: known[layer]["order"])
+        wanted = {layer: list(range(known[layer]["channels"])) if channels is None else list(channels)
+                  for layer in layers}
+        for layer, chosen in wanted.items():
+            bad = [c for c in chosen if not 0 <= c < known[layer]["channels"]]
+            if bad:
+                raise ValueError(f"channel {bad[0]} is not in {layer} ({known[layer]['channels']} channels)")
         settings = {"steps": steps, "size": size, "lr": lr, "seed": seed, "param": "fft", "objective": "channel",
                     "version": 1}
+        meta = self.model_meta(model)
         identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan")}
 
-        def key(channel: int) -> str:
+        def key(layer: str, channel: int) -> str:
             spec = json.dumps([identity, layer, channel, settings], sort_keys=True, default=str)
             return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
         root = paths.artifacts_dir() / "featurevis"
-        done = {row["c"]: row["k"] for row in self.store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
-        todo = [c for c in channels if done.get(c) != key(c) or not (root / f"{key(c)}.png").exists()]
-        if todo:
+        todo = {}
+        for layer, chosen in wanted.items():
+            done = {row["c"]: row["k"] for row in self.store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
+            todo[layer] = [c for c in chosen if done.get(c) != key(layer, c)
+                           or not (root / f"{key(layer, c)}.png").exists()]
+        units = [(layer, c) for layer in layers for c in todo[layer]]
+        if units:
             net = module if module is not None else self.module(model)
             root.mkdir(parents=True, exist_ok=True)
 
-            def save(group: list[int], part) -> None:  # each chunk is kept as soon as it is done
-                props = {}
-                for i, c in enumerate(group):
-                    path = root / f"{key(c)}.png"
+            def save(group: list[tuple[str, int]], part) -> None:  # each batch is kept as soon as it is done
+                props: dict[str, dict] = {}
+                for i, (layer, c) in enumerate(group):
+                    path = root / f"{key(layer, c)}.png"
                     image = (part.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
                     Image.fromarray(image).save(path)
-                    props[c] = {"featurevis": str(path), "featurevis_activation": float(part.activations[i]),
-                                "featurevis_key": key(c)}
-                self._set_neuron_properties(model, layer, props)
+                    props.setdefault(layer, {})[c] = {"featurevis": str(path), "featurevis_key": key(layer, c),
+                                                      "featurevis_activation": float(part.activations[i])}
+                for layer, by_channel in props.items():
+                    self._set_neuron_properties(model, layer, by_channel)
 
             try:
-                render_channels(net, layer, todo, chunk=chunk, progress=progress, on_chunk=save, size=size,
-                                steps=steps, lr=lr, seed=seed, device=device)
+                render_units(net, units, chunk=chunk, progress=progress, on_chunk=save, size=size, steps=steps,
+                             lr=lr, seed=seed, device=device)
             except torch.OutOfMemoryError:
-                raise RenderError(f"out of device memory rendering {layer} one channel at a time at {size} px: "
+                raise RenderError(f"out of device memory rendering one channel at a time at {size} px: "
                                   "try a smaller --size or --device cpu") from None
         elif progress is not None:
             progress(0)
-        sheet_rows = self.store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)
-        sheet = Path(paths.artifacts_dir()) / model / f"featurevis-{layer}.png"
-        _contact_sheet([Path(r["path"]) for r in sheet_rows], sheet)
-        self.store.write(cypher.SET_LAYER_SHEET, uid=f"{model}/{layer}", sheet=str(sheet))
-        return {"rendered": len(todo), "skipped": len(channels) - len(todo), "sheet": str(sheet),
-                "channels": channels}
+        reports = []
+        for layer in layers:
+            sheet_rows = self.store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)
+            sheet = Path(paths.artifacts_dir()) / model / f"featurevis-{layer}.png"
+            _contact_sheet([Path(r["path"]) for r in sheet_rows], sheet)
+            self.store.write(cypher.SET_LAYER_SHEET, uid=f"{model}/{layer}", sheet=str(sheet))
+            reports.append({"layer": layer, "rendered": len(todo[layer]),
+                            "skipped": len(wanted[layer]) - len(todo[layer]), "sheet": str(sheet),
+                            "channels": wanted[layer]})
+        return reports
 
     MOTIF_KINDS = ("rotation_equivariance", "union_over_cases", "superposition")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from circuitatlas.errors import CircuitAtlasError, NotFound
+from circuitatlas.errors import CircuitAtlasError
 from circuitatlas.localserver import DEFAULT_HEAP, DEFAULT_PAGECACHE, LocalServer
 
 
@@ -459,26 +459,20 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
     from tqdm import tqdm
 
     chosen = [int(c) for c in channels.split(",")] if channels else None
+    known = {r["name"]: r for r in obj.atlas.layers(model)}
     if layer_spec == "observed":
-        layers = [r for r in obj.atlas.layers(model, observed=True) if r["kind"] != "input"]
+        names = [name for name, r in known.items() if r["observed"] and r["kind"] != "input"]
     else:
-        known = {r["name"]: r for r in obj.atlas.layers(model)}
-        wanted = [name.strip() for name in layer_spec.split(",") if name.strip()]
-        for name in wanted:  # every name checked before anything renders
-            if name not in known:
-                raise NotFound(f"no layer {name!r} in model {model!r} (see `circuitatlas layers {model}`)")
-        layers = [known[name] for name in wanted]
-    total = sum(len(chosen) if chosen else r["channels"] for r in layers)
-    reports = []
+        names = [name.strip() for name in layer_spec.split(",") if name.strip()]
+    total = sum(len(chosen) if chosen else known.get(name, {}).get("channels") or 0 for name in names)
     with tqdm(total=total, unit="channel", file=sys.stderr, disable=None) as bar:
-        for row in layers:
-            reports.append(obj.atlas.featurevis(model, row["name"], chosen, steps=steps, size=size, lr=lr, seed=seed,
-                                                device=device, chunk=chunk, progress=bar.update))
+        reports = obj.atlas.featurevis_layers(model, names, chosen, steps=steps, size=size, lr=lr, seed=seed,
+                                              device=device, chunk=chunk, progress=bar.update)
     if as_json:
         _echo_json(reports[0] if len(reports) == 1 else reports)
         return
-    for row, report in zip(layers, reports):
-        click.echo(f"{model}/{row['name']}: rendered {report['rendered']}, skipped {report['skipped']} already "
+    for report in reports:
+        click.echo(f"{model}/{report['layer']}: rendered {report['rendered']}, skipped {report['skipped']} already "
                    f"rendered; contact sheet: {report['sheet']}")
 
 

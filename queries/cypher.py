@@ -166,8 +166,8 @@ LAYER_INFO = "MATCH (l:Layer {uid: $uid}) RETURN l.channels AS channels, l.kind 
 MODEL_LAYERS = """
 MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
 WHERE NOT $observed OR l.observed
-RETURN l.name AS name, l.kind AS kind, l.channels AS channels, l.shape AS shape, l.observed AS observed,
-       l.featurevis_sheet AS featurevis_sheet
+RETURN l.name AS name, l.kind AS kind, l.order AS order, l.channels AS channels, l.shape AS shape,
+       l.observed AS observed, l.featurevis_sheet AS featurevis_sheet
 ORDER BY l.order
 """
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from circuitatlas import zoo
 from circuitatlas.analysis.featurevis import (
-    as_objective, channel, contrast_penalty, neuron, render, render_channels,
+    as_objective, channel, contrast_penalty, neuron, render, render_channels, render_units,
 )
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import circular_mean, layer_activations
@@ -38,6 +38,17 @@ def test_batched_render_equals_one_at_a_time():
         single = render(net, channel("features.7", c), size=32, steps=24, seed=3)
         assert torch.allclose(batched.images[i], single.images[0], atol=1e-4)
         assert batched.activations[i] == pytest.approx(float(single.activations[0]), rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("at_centre", [False, True])
+def test_batch_spanning_layers_equals_per_layer_renders(at_centre):
+    net = zoo.build("curves").module
+    pairs = [("features.7", 0), ("features.11", 3), ("features.11", 8), ("features.7", 5)]  # layers interleaved
+    mixed = render_units(net, pairs, size=32, steps=24, seed=3, at_centre=at_centre)
+    for i, (layer, c) in enumerate(pairs):
+        single = render(net, (neuron if at_centre else channel)(layer, c), size=32, steps=24, seed=3)
+        assert torch.allclose(mixed.images[i], single.images[0], atol=1e-3)  # float noise, as for one layer
+        assert mixed.activations[i] == pytest.approx(float(single.activations[0]), rel=1e-3, abs=1e-4)
 
 
 class _SmallDevice(torch.nn.Module):
@@ -174,6 +185,9 @@ def test_featurevis_renders_every_observed_layer(atlas, cli_env):
     bad = CliRunner().invoke(main, ["featurevis", "fvall", "--layer", "high,nosuch", "--steps", "3"], env=cli_env)
     assert bad.exit_code != 0 and "nosuch" in bad.output and "Traceback" not in bad.output
     assert atlas.cypher(keys) == before  # nothing rendered before the unknown name was refused
+    bad = CliRunner().invoke(main, ["featurevis", "fvall", "--layer", "high", "--channels", "0,99", "--steps", "3"],
+                             env=cli_env)
+    assert bad.exit_code != 0 and "channel 99" in bad.output and atlas.cypher(keys) == before
 
 
 def test_interrupted_annotation_keeps_finished_chunks(atlas):

@@ -2,9 +2,9 @@
 objectives (:mod:`.objectives`) and rendering (:mod:`.render`)."""
 
 from circuitatlas.analysis.featurevis.objectives import (
-    Objective, as_objective, channel, contrast_penalty, direction, diversity, neuron,
+    Objective, as_objective, channel, contrast_penalty, direction, diversity, neuron, units,
 )
-from circuitatlas.analysis.featurevis.render import RenderResult, pick_device, render, render_channels
+from circuitatlas.analysis.featurevis.render import RenderResult, pick_device, render, render_channels, render_units
 
-__all__ = ["Objective", "as_objective", "channel", "neuron", "direction", "diversity", "contrast_penalty", "render", "render_channels",
-           "RenderResult", "pick_device"]
+__all__ = ["Objective", "as_objective", "channel", "neuron", "units", "direction", "diversity", "contrast_penalty",
+           "render", "render_channels", "render_units", "RenderResult", "pick_device"]

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["Objective", "channel", "neuron", "direction", "diversity", "contrast_penalty", "as_objective", "INPUT"]
+__all__ = ["Objective", "channel", "neuron", "units", "direction", "diversity", "contrast_penalty", "as_objective",
+           "INPUT"]
 
 INPUT = "input"  # the image fed to the model (after transforms), for image-space objectives
 
@@ -96,6 +97,30 @@ def neuron(layer: str, n: int | Sequence[int], row: int | None = None, col: int 
         return a[torch.arange(a.shape[0], device=a.device), per_image(a.shape[0], a.device), r, c]
 
     return Objective(score, [layer], f"{layer}:{n}@centre" if row is None else f"{layer}:{n}@{row},{col}")
+
+
+def units(pairs: Sequence[tuple[str, int]], at_centre: bool = False) -> Objective:
+    """Image i scores its own unit ``pairs[i] = (layer, channel)``: the channel's mean, or with
+    ``at_centre`` its centre neuron. The layers may differ from image to image, so one batch can
+    render units of several layers (its forward pass runs to the deepest of them)."""
+    pairs = [(layer, int(c)) for layer, c in pairs]
+    layers = list(dict.fromkeys(layer for layer, _ in pairs))
+    make = neuron if at_centre else channel
+    rows = {layer: [i for i, (l, _) in enumerate(pairs) if l == layer] for layer in layers}
+    parts = {layer: (_PerImage(rows[layer]), make(layer, [c for l, c in pairs if l == layer])) for layer in layers}
+    order = [i for layer in layers for i in rows[layer]]  # batch positions, grouped by layer
+    back = _PerImage(sorted(range(len(order)), key=order.__getitem__))  # grouped -> batch order
+
+    def score(acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        if len(layers) == 1:
+            return parts[layers[0]][1](acts)
+        device = acts[layers[0]].device
+        grouped = [objective({layer: acts[layer][index(len(rows[layer]), device)]})
+                   for layer, (index, objective) in parts.items()]
+        return torch.cat(grouped)[back(len(order), device)]
+
+    names = ", ".join(f"{layer}:{[c for l, c in pairs if l == layer]}" for layer in layers)
+    return Objective(score, layers, f"units({names})" + ("@centre" if at_centre else ""))
 
 
 def direction(layer: str, vector: Sequence[float] | torch.Tensor) -> Objective:

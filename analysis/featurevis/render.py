@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from circuitatlas.analysis.featurevis.fusion import folded_for_layers
-from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective, channel, neuron
+from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective
+from circuitatlas.analysis.featurevis.objectives import units as objective_units
 from circuitatlas.analysis.featurevis.param import fft_image, pixel_image
 from circuitatlas.analysis.featurevis.transforms import Transform, compose, standard_transforms
 from circuitatlas.analysis.hooks import run_to_layers
 
-__all__ = ["RenderResult", "render", "render_channels", "pick_device"]
+__all__ = ["RenderResult", "render", "render_channels", "render_units", "pick_device"]
 
 
 @dataclass
@@ -146,25 +147,42 @@ def render_channels(
     on_chunk: Callable[[list[int], RenderResult], None] | None = None,
     **kwargs,
 ) -> RenderResult:
-    """One image per channel, each optimising its own channel, many channels per batch.
+    """One image per channel of ``layer``, each optimising its own channel, many channels per
+    batch: :func:`render_units` over one layer. ``on_chunk(channels, result)`` after each batch."""
+    report = None if on_chunk is None else (lambda group, part: on_chunk([c for _, c in group], part))
+    return render_units(model, [(layer, c) for c in channels], chunk=chunk, at_centre=at_centre, progress=progress,
+                        on_chunk=report, **kwargs)
 
-    ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); the channels are split
-    into equal chunks, so that no small remainder costs a whole optimisation of its own. A chunk
-    that runs out of device memory is retried as two halves, down to one channel. ``at_centre``
-    optimises the centre neuron instead of the channel mean. After each chunk,
-    ``on_chunk(channels, result)`` (to save it before the next one starts), then ``progress(n)``.
+
+def render_units(
+    model: nn.Module,
+    units: Sequence[tuple[str, int]],
+    chunk: int | None = None,
+    at_centre: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_chunk: Callable[[list[tuple[str, int]], RenderResult], None] | None = None,
+    **kwargs,
+) -> RenderResult:
+    """One image per ``(layer, channel)`` unit, each optimising its own unit, many units per batch.
+
+    ``chunk`` bounds the batch (default: 64 on the CPU, 512 on CUDA); the units are split, in the
+    order given, into equal chunks, so that no small remainder costs a whole optimisation of its
+    own. A chunk may span layers (give the units in network order: its forward runs to the deepest
+    of its layers), so a whole-model job renders in batches of one size. A chunk that runs out of
+    device memory is retried as two halves, down to one unit. ``at_centre`` optimises centre
+    neurons instead of channel means. After each chunk, ``on_chunk(units, result)`` (to save it
+    before the next one starts), then ``progress(n)``.
     """
-    channels = list(channels)
+    units = [(layer, int(c)) for layer, c in units]
     device = pick_device(kwargs.get("device"))
     limit = chunk or (512 if device.type == "cuda" else 64)
     parts: list[RenderResult] = []
     done = 0
-    while done < len(channels):
-        rest = channels[done:]
+    while done < len(units):
+        rest = units[done:]
         group = rest[:_equal_chunk(len(rest), limit)]
-        objective = neuron(layer, group) if at_centre else channel(layer, group)
         try:
-            part = render(model, objective, batch=len(group), **kwargs)
+            part = render(model, objective_units(group, at_centre=at_centre), batch=len(group), **kwargs)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise
