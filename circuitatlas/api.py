@@ -199,6 +199,12 @@ class Atlas:
             raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
         return rows[0]["meta"]
 
+    def _network(self, model: str, module: "nn.Module | None") -> "nn.Module":
+        """``module`` (checked to hold the weights ingested) if given, else the rebuilt network."""
+        from circuitatlas.ingest.sources import check_fingerprint
+
+        return self.module(model) if module is None else check_fingerprint(module, self.model_meta(model))
+
     def layers(self, model: str, observed: bool = False) -> list[dict[str, Any]]:
         """The model's layers in topological order (``name``, ``kind``, ``channels``, ``shape``,
         ``observed``, ``featurevis_sheet``); with ``observed`` only the observation layers."""
@@ -208,7 +214,8 @@ class Atlas:
         return self.store.read(cypher.MODEL_LAYERS, model=model, observed=observed)
 
     def module(self, model: str, trust_pickle: bool = False) -> "nn.Module":
-        """Rebuild the network of a stored model from what ingest recorded (source, arch, weights)."""
+        """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
+        checked against the fingerprint of the weights ingested."""
         from circuitatlas.ingest.sources import rebuild
 
         return rebuild(self.model_meta(model), trust_pickle=trust_pickle)
@@ -241,7 +248,7 @@ class Atlas:
         from circuitatlas.analysis.tuning import radial_tuning
 
         self._check_layer(model, layer)
-        net = module if module is not None else self.module(model)
+        net = self._network(model, module)
         size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
         result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles, size=size,
                                **stimulus_params)
@@ -269,7 +276,7 @@ class Atlas:
         from circuitatlas.analysis.examples import load_images, top_examples
 
         self._check_layer(model, layer)
-        net = module if module is not None else self.module(model)
+        net = self._network(model, module)
         size = int((self.model_meta(model).get("input_size") or [3, 64, 64])[1])
         if isinstance(images, (str, Path)):
             images, _ = load_images(images, size)
@@ -307,11 +314,14 @@ class Atlas:
         default all), save PNGs under a content-addressed artifacts dir, set each neuron's
         ``featurevis`` (path), ``featurevis_activation`` and ``featurevis_key``, and write a contact
         sheet per layer (the Layer's ``featurevis_sheet``). Every layer and channel is checked before
-        anything renders. Neurons already rendered with the same settings are skipped. The layers'
+        anything renders. The artifacts are addressed by the ingested weights' fingerprint, layer,
+        channel and settings: a neuron rendered that way before, under this model id or another
+        with the same weights, is skipped (and linked to the image, if it is not yet). The layers'
         channels are batched together in network order (a batch may span two layers), so a whole
         model renders in batches of one size; each batch is stored as soon as it is rendered, so an
         interrupted run loses only the batch in progress. ``progress(n)`` counts channels done.
-        Returns one report per layer, in network order."""
+        Returns one report per layer, in network order (``rendered``, ``skipped``, of which
+        ``linked``, ``sheet``, ``channels``)."""
         import hashlib
         import json
         from pathlib import Path
@@ -331,40 +341,61 @@ class Atlas:
             if layer not in known:
                 raise NotFound(f"no layer {layer!r} in model {model!r} (see `circuitatlas layers {model}`)")
         layers.sort(key=lambda layer: known[layer]["order"])
-        wanted = {layer: list(range(known[layer]["channels"])) if channels is None else list(channels)
+        chosen = None if channels is None else [int(c) for c in channels]  # read once: it may be a generator
+        wanted = {layer: list(range(known[layer]["channels"])) if chosen is None else list(chosen)
                   for layer in layers}
-        for layer, chosen in wanted.items():
-            bad = [c for c in chosen if not 0 <= c < known[layer]["channels"]]
+        for layer, listed in wanted.items():
+            bad = [c for c in listed if not 0 <= c < known[layer]["channels"]]
             if bad:
                 raise ValueError(f"channel {bad[0]} is not in {layer} ({known[layer]['channels']} channels)")
         settings = {"steps": steps, "size": size, "lr": lr, "seed": seed, "param": "fft", "objective": "channel",
                     "version": 1}
         meta = self.model_meta(model)
-        identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan")}
+        identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan", "weights_sha256")}
 
         def key(layer: str, channel: int) -> str:
             spec = json.dumps([identity, layer, channel, settings], sort_keys=True, default=str)
             return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
         root = paths.artifacts_dir() / "featurevis"
-        todo = {}
-        for layer, chosen in wanted.items():
-            done = {row["c"]: row["k"] for row in self.store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
-            todo[layer] = [c for c in chosen if done.get(c) != key(layer, c)
-                           or not (root / f"{key(layer, c)}.png").exists()]
+
+        def stored(layer: str, c: int) -> dict | None:
+            """The neuron's properties from an earlier render with the same key (its PNG and the
+            JSON beside it, written last), if there is one."""
+            k = key(layer, c)
+            png, side = root / f"{k}.png", root / f"{k}.json"
+            if not (png.exists() and side.exists()):
+                return None
+            return {"featurevis": str(png), "featurevis_key": k,
+                    "featurevis_activation": json.loads(side.read_text())["activation"]}
+
+        todo, linked = {}, {}
+        for layer, listed in wanted.items():
+            linked_here = {row["c"]: row["k"] for row in self.store.read(cypher.FEATUREVIS_KEYS, model=model,
+                                                                            layer=layer)}
+            found = {c: stored(layer, c) for c in listed}
+            todo[layer] = [c for c in listed if found[c] is None]
+            relink = {c: props for c, props in found.items()
+                      if props is not None and linked_here.get(c) != props["featurevis_key"]}
+            if relink:  # rendered before (another ingest of the same weights): linked, not rendered again
+                self._set_neuron_properties(model, layer, relink)
+            linked[layer] = len(relink)
         units = [(layer, c) for layer in layers for c in todo[layer]]
         if units:
-            net = module if module is not None else self.module(model)
+            net = self._network(model, module)
             root.mkdir(parents=True, exist_ok=True)
 
             def save(group: list[tuple[str, int]], part) -> None:  # each batch is kept as soon as it is done
                 props: dict[str, dict] = {}
                 for i, (layer, c) in enumerate(group):
-                    path = root / f"{key(layer, c)}.png"
+                    k = key(layer, c)
                     image = (part.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                    Image.fromarray(image).save(path)
-                    props.setdefault(layer, {})[c] = {"featurevis": str(path), "featurevis_key": key(layer, c),
-                                                      "featurevis_activation": float(part.activations[i])}
+                    Image.fromarray(image).save(root / f"{k}.png")
+                    activation = float(part.activations[i])
+                    (root / f"{k}.json").write_text(json.dumps({"activation": activation, "layer": layer,
+                                                                "channel": c, "settings": settings}))
+                    props.setdefault(layer, {})[c] = {"featurevis": str(root / f"{k}.png"), "featurevis_key": k,
+                                                      "featurevis_activation": activation}
                 for layer, by_channel in props.items():
                     self._set_neuron_properties(model, layer, by_channel)
 
@@ -383,8 +414,8 @@ class Atlas:
             _contact_sheet([Path(r["path"]) for r in sheet_rows], sheet)
             self.store.write(cypher.SET_LAYER_SHEET, uid=f"{model}/{layer}", sheet=str(sheet))
             reports.append({"layer": layer, "rendered": len(todo[layer]),
-                            "skipped": len(wanted[layer]) - len(todo[layer]), "sheet": str(sheet),
-                            "channels": wanted[layer]})
+                            "skipped": len(wanted[layer]) - len(todo[layer]), "linked": linked[layer],
+                            "sheet": str(sheet), "channels": wanted[layer]})
         return reports
 
     MOTIF_KINDS = ("rotation_equivariance", "union_over_cases", "superposition")
@@ -453,7 +484,7 @@ class Atlas:
 
         def net():
             if "net" not in cache:
-                cache["net"] = module if module is not None else self.module(model)
+                cache["net"] = self._network(model, module)
             return cache["net"]
 
         common = {"n_perm": n_perm, "alpha": alpha, "seed": seed, **params}

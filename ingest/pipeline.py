@@ -14,7 +14,7 @@ from circuitatlas.ingest import rows
 from circuitatlas.ingest.bulk import bulk_write_model, choose_path
 from circuitatlas.ingest.expanded import expanded_kernels, linearise
 from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
-from circuitatlas.ingest.sources import load_model
+from circuitatlas.ingest.sources import load_model, weights_fingerprint
 from circuitatlas.ingest.writer import IngestOptions, Part, Progress, write_model
 from circuitatlas.queries import cypher
 from circuitatlas.store import ModelSummary, Store
@@ -61,10 +61,11 @@ def ingest(
     """
     began = time.monotonic()
     loaded = load_model(source, weights=weights, arch=arch, trust_pickle=trust_pickle)
+    fingerprint = weights_fingerprint(loaded.module)  # before anything touches the module
     graph = build_layer_graph(loaded.module, tuple(input_size), layers, lenient=lenient)
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
     path = choose_path(store, graph, options, mode, bulk)
-    props: dict = {"ingest_path": path}
+    props: dict = {"ingest_path": path, "weights_sha256": fingerprint}
     if path == "bulk":
         timings = bulk_write_model(store, name, graph, meta, options, edge_blocks_for(graph), progress=progress)
         props.update({f"bulk_{key}": value for key, value in timings.items()})

@@ -13,7 +13,7 @@ from torch import nn
 
 from circuitatlas.errors import IngestError
 
-__all__ = ["LoadedModel", "load_model", "build_arch", "register_arch"]
+__all__ = ["LoadedModel", "load_model", "build_arch", "register_arch", "weights_fingerprint"]
 
 # Extra architectures by name (the demo network, the zoo): name -> builder(seed) -> nn.Module
 _ARCHS: dict[str, Callable[[], nn.Module]] = {}
@@ -157,20 +157,47 @@ def _zoo_or_planted(source: str) -> LoadedModel | None:
     return None
 
 
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short SHA-256 of the module's parameters and buffers (names, dtypes, shapes, bytes): equal
+    for equal weights, whatever file or code they came from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()[:24]
+
+
+def check_fingerprint(module: nn.Module, meta: dict) -> nn.Module:
+    """``module`` when its weights are the ones ingested as ``meta`` (or none were recorded); else
+    an error, rather than analyses of other weights annotating this model's neurons."""
+    recorded = meta.get("weights_sha256")
+    if recorded and weights_fingerprint(module) != recorded:
+        where = f" ({meta.get('weights')})" if meta.get("source") == "checkpoint" else ""
+        raise IngestError(f"the weights of model {meta.get('id')!r}{where} are not the ones ingested; "
+                          "re-ingest it with --replace, or pass the module it was ingested from")
+    return module
+
+
 def rebuild(meta: dict, trust_pickle: bool = False) -> nn.Module:
     """The network a Model node describes (its ``source``, ``arch`` and ``weights``), rebuilt so
-    that a model in the graph can be analysed later without the user keeping Python objects."""
+    that a model in the graph can be analysed later without the user keeping Python objects;
+    checked against the fingerprint of the weights ingested (a checkpoint file may have changed)."""
     source, arch, weights = meta.get("source"), meta.get("arch"), meta.get("weights")
     if source in ("zoo", "planted"):
-        return _zoo_or_planted(arch if source == "planted" else f"zoo:{arch}").module.eval()
-    if source in ("torchvision", "builtin"):
-        return build_arch(arch, weights)[0].eval()
-    if source == "checkpoint":
+        module = _zoo_or_planted(arch if source == "planted" else f"zoo:{arch}").module.eval()
+    elif source in ("torchvision", "builtin"):
+        module = build_arch(arch, weights)[0].eval()
+    elif source == "checkpoint":
         known = arch in _ARCHS or arch in _torchvision_names()
-        return load_model(weights, arch=arch if known else None, trust_pickle=trust_pickle).module
-    raise IngestError(
-        f"model {meta.get('id')!r} was ingested from a Python object and cannot be rebuilt; pass the module itself"
-    )
+        module = load_model(weights, arch=arch if known else None, trust_pickle=trust_pickle).module
+    else:
+        raise IngestError(
+            f"model {meta.get('id')!r} was ingested from a Python object and cannot be rebuilt; pass the module itself"
+        )
+    return check_fingerprint(module, meta)
 
 
 def load_model(

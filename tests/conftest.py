@@ -16,6 +16,14 @@ from circuitatlas.localserver import LocalServer, free_port
 from circuitatlas.store import Store
 
 
+@pytest.fixture(autouse=True)
+def artifacts_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test writes its plots and images to a directory of its own, not the user's."""
+    folder = tmp_path / "artifacts"
+    monkeypatch.setenv("CIRCUITATLAS_ARTIFACTS_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def neo4j_server(tmp_path_factory: pytest.TempPathFactory) -> LocalServer | None:
     """The session's local server (None when NEO4J_URI points elsewhere)."""

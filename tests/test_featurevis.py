@@ -152,14 +152,23 @@ def test_featurevis_annotation_writes_once(atlas, cli_env):
     assert all(Path(r["p"]).exists() and r["a"] is not None for r in rows)
     assert len({r["k"] for r in rows}) == 8 and Path(first["sheet"]).exists()
     again = atlas.featurevis("fv", "high", steps=16, size=33)
-    assert (again["rendered"], again["skipped"]) == (0, 8)
+    assert (again["rendered"], again["skipped"], again["linked"]) == (0, 8, 0)
+    atlas.ingest("planted:equivariance", "fv", input_size=(3, 33, 33), expanded=False, replace=True)
+    relinked = atlas.featurevis("fv", "high", steps=16, size=33)  # same weights: the images are found again
+    assert (relinked["rendered"], relinked["skipped"], relinked["linked"]) == (0, 8, 8)
+    assert atlas.cypher("MATCH (n:Neuron {model: 'fv', layer: 'high'}) RETURN n.featurevis AS p, "
+                        "n.featurevis_activation AS a, n.featurevis_key AS k ORDER BY n.channel") == rows
     other = atlas.featurevis("fv", "high", channels=[1, 2], steps=8, size=33)
     assert other["rendered"] == 2
     result = CliRunner().invoke(main, ["featurevis", "fv", "--layer", "high", "--steps", "16", "--size", "33",
                                        "--json"], env=cli_env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["rendered"] == 2 and report["skipped"] == 6  # channels 1 and 2 had other settings
+    # channels 1 and 2 were last linked to renders with other settings: their 16-step images are
+    # still on disk, so they are linked again, not rendered
+    assert (report["rendered"], report["skipped"], report["linked"]) == (0, 8, 2)
+    assert atlas.cypher("MATCH (n:Neuron {model: 'fv', layer: 'high'}) RETURN n.featurevis AS p, "
+                        "n.featurevis_activation AS a, n.featurevis_key AS k ORDER BY n.channel") == rows
     sheet = atlas.cypher("MATCH (l:Layer {uid: 'fv/high'}) RETURN l.featurevis_sheet AS s")[0]["s"]
     assert sheet == report["sheet"]
 
@@ -213,6 +222,31 @@ def test_interrupted_annotation_keeps_finished_chunks(atlas):
     net.register_forward_pre_hook(full)  # even one channel at a time does not fit: one clear error
     with pytest.raises(RenderError, match="out of device memory"):
         atlas.featurevis("fvstop", "high", steps=8, size=33, seed=5, module=net)
+
+
+def test_renders_are_addressed_by_the_weights_ingested(atlas, tmp_path):
+    from circuitatlas.errors import IngestError
+    from circuitatlas.ingest.sources import load_model
+
+    model = load_model("tiny").module
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    atlas.ingest(str(checkpoint), "fvw1", arch="tiny", input_size=(3, 32, 32), expanded=False)
+    first = atlas.featurevis("fvw1", "down", channels=[0, 1], steps=4, size=32)
+    with torch.no_grad():
+        model.down.weight.mul_(-1.0)
+    torch.save(model.state_dict(), checkpoint)  # the same file now holds other weights
+    for module in (None, model):  # rebuilt from the changed file, or handed over: both refused
+        with pytest.raises(IngestError, match="not the ones ingested"):
+            atlas.featurevis("fvw1", "down", channels=[0, 1], steps=4, size=33, module=module)
+    atlas.ingest(str(checkpoint), "fvw2", arch="tiny", input_size=(3, 32, 32), expanded=False)
+    second = atlas.featurevis("fvw2", "down", channels=[0, 1], steps=4, size=32)
+    assert second["rendered"] == 2  # other weights: rendered, not taken from fvw1's images
+    paths = {m: [r["p"] for r in atlas.cypher(
+        "MATCH (n:Neuron {model: $m, layer: 'down'}) WHERE n.channel < 2 RETURN n.featurevis AS p ORDER BY n.channel",
+        m=m)] for m in ("fvw1", "fvw2")}
+    assert first["rendered"] == 2 and not set(paths["fvw1"]) & set(paths["fvw2"])
+    assert all(Path(p).exists() for p in paths["fvw1"] + paths["fvw2"])
 
 
 def test_batchnorm_folding_keeps_activations_and_falls_back_when_wrong():
