@@ -93,8 +93,7 @@ def main() -> None:
         result["target"] = "GoogLeNet inception3a..inception5b at 512 steps, 128 px in <= 180 s, >= 100x one-at-a-time"
         result["meets_target"] = total_batched <= 180 and total_single / total_batched >= 100
     if args.whole_job:
-        units = [(layer, c) for layer in args.layers.split(",")
-                 for c in range(_channels(model, layer, args.size, device))]
+        units = [(row["layer"], c) for row in result["layers"] for c in range(row["channels"])]
         began = time.monotonic()
         render_units(model, units, chunk=args.chunk, size=args.size, steps=args.steps, device=device,
                      channels_last=args.channels_last, fold_bn=args.fold_bn)
@@ -107,7 +106,7 @@ def main() -> None:
         if device.type == "cuda":
             result["whole_job"]["meets_target"] = whole_s <= 180
     if args.compare_fold:
-        result["fold_bn_vs_unfolded"] = _compare_fold(model, args.layers.split(",")[0], args, device)
+        result["fold_bn_vs_unfolded"] = _compare_fold(model, result["layers"][0], args, device)
     if args.check_bf16 and device.type == "cuda":
         result["bf16_vs_fp32"] = _compare_precision(model, args.layers.split(",")[0], args.check_bf16, args)
     text = json.dumps(result, indent=2)
@@ -135,9 +134,10 @@ def _compare_precision(model, layer: str, n: int, args) -> dict:
             "fp32_score_of_fp32_images": float(f"{float(scores[1].mean()):.4g}")}
 
 
-def _compare_fold(model, layer: str, args, device) -> dict:
-    """Batched render of ``layer`` with and without BatchNorm folding, timed back to back."""
-    n = _channels(model, layer, args.size, device)
+def _compare_fold(model, row: dict, args, device) -> dict:
+    """Batched render of the layer of ``row`` (a per-layer result) with and without BatchNorm
+    folding, timed back to back."""
+    layer, n = row["layer"], row["channels"]
     seconds = {}
     for fold in (True, False):
         began = time.monotonic()

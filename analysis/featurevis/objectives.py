@@ -102,24 +102,26 @@ def neuron(layer: str, n: int | Sequence[int], row: int | None = None, col: int 
 def units(pairs: Sequence[tuple[str, int]], at_centre: bool = False) -> Objective:
     """Image i scores its own unit ``pairs[i] = (layer, channel)``: the channel's mean, or with
     ``at_centre`` its centre neuron. The layers may differ from image to image, so one batch can
-    render units of several layers (its forward pass runs to the deepest of them)."""
+    render units of several layers (its forward pass runs to the deepest of them). Units of one
+    layer give :func:`channel` (or :func:`neuron`) itself."""
     pairs = [(layer, int(c)) for layer, c in pairs]
     layers = list(dict.fromkeys(layer for layer, _ in pairs))
     make = neuron if at_centre else channel
     rows = {layer: [i for i, (l, _) in enumerate(pairs) if l == layer] for layer in layers}
-    parts = {layer: (_PerImage(rows[layer]), make(layer, [c for l, c in pairs if l == layer])) for layer in layers}
+    chosen = {layer: [pairs[i][1] for i in rows[layer]] for layer in layers}
+    if len(layers) == 1:
+        return make(layers[0], chosen[layers[0]])
+    parts = {layer: (_PerImage(rows[layer]), make(layer, chosen[layer])) for layer in layers}
     order = [i for layer in layers for i in rows[layer]]  # batch positions, grouped by layer
     back = _PerImage(sorted(range(len(order)), key=order.__getitem__))  # grouped -> batch order
 
     def score(acts: dict[str, torch.Tensor]) -> torch.Tensor:
-        if len(layers) == 1:
-            return parts[layers[0]][1](acts)
         device = acts[layers[0]].device
         grouped = [objective({layer: acts[layer][index(len(rows[layer]), device)]})
                    for layer, (index, objective) in parts.items()]
         return torch.cat(grouped)[back(len(order), device)]
 
-    names = ", ".join(f"{layer}:{[c for l, c in pairs if l == layer]}" for layer in layers)
+    names = ", ".join(f"{layer}:{chosen[layer]}" for layer in layers)
     return Objective(score, layers, f"units({names})" + ("@centre" if at_centre else ""))
 
 
