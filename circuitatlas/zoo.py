@@ -1,8 +1,10 @@
 """A zoo of small CNNs trained here, on procedurally generated tasks, with fixed seeds.
 
 Each model trains in a few minutes on 2 CPU cores and is cached on disk under a content hash
-of its specification (task, architecture, seed, training settings, code version), so building
-it twice costs nothing and a changed recipe never returns a stale model.
+of its specification (task, architecture, seed, training settings, code version) and of the
+torch version that trains it, so building it twice costs nothing, a changed recipe never returns
+a stale model, and a machine with an older cache trains what a fresh machine would (a new torch
+can train the same seed to other weights).
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class ZooModel:
 
 
 def _key(spec: ZooSpec) -> str:
-    return hashlib.sha256(json.dumps([asdict(spec), RECIPE_VERSION]).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([asdict(spec), RECIPE_VERSION, torch.__version__]).encode()).hexdigest()[:12]
 
 
 def cache_path(spec: ZooSpec) -> Path:

@@ -46,12 +46,13 @@ def fold_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> tuple[nn.Mod
 def folded_for_layers(model: nn.Module, layers: Sequence[str], size: int, device: torch.device,
                       rtol: float = 1e-3) -> nn.Module:
     """``model`` with BatchNorm folded where that leaves the activations of ``layers`` unchanged
-    (checked in fp32 on random images of ``size`` px); else ``model`` itself. A convolution that
+    (checked in the model's own precision on random images of ``size`` px); else ``model`` itself. A convolution that
     is itself one of ``layers`` keeps its BatchNorm (which runs after it, beyond the layer read)."""
     folded, count = fold_batchnorm(model, keep=set(layers))
     if count == 0 or not layers:
         return model
-    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    dtype = next(model.parameters(), torch.empty(0)).dtype
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     with torch.no_grad():
         want = run_to_layers(model, list(layers), x)
         got = run_to_layers(folded.to(device), list(layers), x)

@@ -28,21 +28,22 @@ def _decorrelated_to_rgb(t: torch.Tensor) -> torch.Tensor:
 
 
 def _shared_noise(batch: int, shape: tuple[int, ...], sd: float, generator: torch.Generator | None,
-                  device: torch.device) -> torch.Tensor:
+                  device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # drawn in fp32 whatever the dtype, so that a seed starts from the same image in every precision
     one = torch.randn(1, *shape, generator=generator) * sd
-    return one.expand(batch, *shape).clone().to(device)
+    return one.expand(batch, *shape).clone().to(device=device, dtype=dtype)
 
 
 def fft_image(batch: int, size: int, sd: float = 0.01, decay_power: float = 1.0,
-              generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-              ) -> tuple[list[torch.Tensor], ImageFn]:
+              generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> tuple[list[torch.Tensor], ImageFn]:
     """Fourier-space parameterisation with decorrelated colour (B images of size x size)."""
     device = torch.device(device)
     fy = torch.fft.fftfreq(size)[:, None]
     fx = torch.fft.rfftfreq(size)[None, :]
     freqs = torch.sqrt(fx * fx + fy * fy)
-    scale = (1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power * size).to(device)
-    spectrum = _shared_noise(batch, (3, size, size // 2 + 1, 2), sd, generator, device).requires_grad_(True)
+    scale = (1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power * size).to(device=device, dtype=dtype)
+    spectrum = _shared_noise(batch, (3, size, size // 2 + 1, 2), sd, generator, device, dtype).requires_grad_(True)
 
     def image() -> torch.Tensor:
         coeffs = torch.view_as_complex(spectrum) * scale
@@ -53,8 +54,9 @@ def fft_image(batch: int, size: int, sd: float = 0.01, decay_power: float = 1.0,
 
 
 def pixel_image(batch: int, size: int, sd: float = 0.01, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> tuple[list[torch.Tensor], ImageFn]:
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+                ) -> tuple[list[torch.Tensor], ImageFn]:
     """Plain pixels through a sigmoid."""
     device = torch.device(device)
-    pixels = _shared_noise(batch, (3, size, size), sd, generator, device).requires_grad_(True)
+    pixels = _shared_noise(batch, (3, size, size), sd, generator, device, dtype).requires_grad_(True)
     return [pixels], lambda: torch.sigmoid(pixels)

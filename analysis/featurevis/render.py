@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -84,6 +85,7 @@ def render(
     init_sd: float = 0.01,
     channels_last: bool = False,
     fold_bn: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> RenderResult:
     """Feature visualisation by gradient ascent on ``batch`` images of ``size`` px.
 
@@ -93,10 +95,15 @@ def render(
     to the device and left in eval mode; hooks are always removed. With ``fold_bn`` the
     optimisation runs on a copy with BatchNorm folded into the convolutions (used only where it
     leaves the objective's activations unchanged: :mod:`.fusion`). ``channels_last`` is off by
-    default: on an H100 it made GoogLeNet renders slower (its max-pool backward).
+    default: on an H100 it made GoogLeNet renders slower (its max-pool backward). ``dtype`` (for
+    example ``torch.float64``) runs the image and a copy of the model in that precision: slower,
+    but a batch then equals one-at-a-time renders to that precision's rounding, whichever
+    convolution kernels the library picks for each batch size.
     """
     objective = as_objective(objective)
     device = pick_device(device)
+    if dtype is not None and any(p.dtype != dtype for p in model.parameters()):
+        model = copy.deepcopy(model).to(dtype)  # the caller's model keeps its own precision
     model = model.to(device).eval()
     on_cuda = device.type == "cuda"
     if fold_bn:
@@ -107,7 +114,8 @@ def render(
     make = {"fft": fft_image, "pixel": pixel_image}.get(param)
     if make is None:
         raise ValueError(f"param must be 'fft' or 'pixel', not {param!r}")
-    params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device)
+    params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device,
+                            dtype=dtype or torch.float32)
     optimizer = torch.optim.Adam(params, lr=lr)
     transform = compose(list(transforms) if transforms is not None else standard_transforms(size))
     use_amp = on_cuda and mixed_precision is not False
@@ -123,7 +131,7 @@ def render(
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
                 acts = _activations(model, objective.layers, x)
-            score = objective({k: v.float() for k, v in acts.items()})
+            score = objective(_at_least_fp32(acts))
             (-score.sum()).backward()
             optimizer.step()
             if step % record_every == 0 or step == steps - 1:
@@ -133,8 +141,14 @@ def render(
             x = preprocess(final_images) if preprocess is not None else final_images
             with autocast():
                 acts = _activations(model, objective.layers, x)
-            final = objective({k: v.float() for k, v in acts.items()})
-    return RenderResult(final_images.detach().float().cpu(), final.detach().cpu(), torch.stack(history))
+            final = objective(_at_least_fp32(acts))
+    keep = torch.float32 if dtype is None else dtype
+    return RenderResult(final_images.detach().to(keep).cpu(), final.detach().cpu(), torch.stack(history))
+
+
+def _at_least_fp32(acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Activations for the objective: bf16/fp16 ones (autocast) in fp32, others as they are."""
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in acts.items()}
 
 
 def render_channels(
