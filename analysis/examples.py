@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from circuitatlas.analysis.tuning import layer_activations
+from circuitatlas.analysis.tuning import layer_activations, receptive_field
 
-__all__ = ["Example", "top_examples", "load_images", "receptive_field_box"]
+__all__ = ["Example", "top_examples", "load_images"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -42,21 +42,6 @@ def load_images(folder: str | Path, size: int, limit: int | None = None) -> tupl
     return np.stack(out), [str(p) for p in files]
 
 
-def receptive_field_box(model: nn.Module, layer: str, size: int) -> tuple[tuple[int, int, int, int], tuple[int, int],
-                                                                           float]:
-    """For the centre unit of ``layer``: its receptive-field box (top, left, bottom, right) in the
-    input, its map position, and the map's stride in input pixels."""
-    x = torch.full((1, 3, size, size), 0.5, requires_grad=True)
-    out = layer_activations(model, layer, x, grad=True)
-    h, w = out.shape[2] // 2, out.shape[3] // 2
-    (g,) = torch.autograd.grad(out[0, :, h, w].abs().sum() + out[0, :, h, w].sum(), x)
-    mass = g.abs().sum(dim=(0, 1)).numpy()
-    rows, cols = np.flatnonzero(mass.any(axis=1)), np.flatnonzero(mass.any(axis=0))
-    if rows.size == 0:
-        return (0, 0, size, size), (h, w), size / out.shape[2]
-    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1), (h, w), size / out.shape[2]
-
-
 def top_examples(
     model: nn.Module,
     layer: str,
@@ -69,7 +54,8 @@ def top_examples(
     each cropped to the receptive field around the winning position."""
     model = model.eval()
     size = images.shape[1]
-    (top, left, bottom, right), (ch, cw), stride = receptive_field_box(model, layer, size)
+    field = receptive_field(model, layer, size)
+    (top, left, bottom, right), (ch, cw), stride = field.box, field.position, field.stride
     maxima, where = [], []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float()

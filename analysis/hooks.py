@@ -9,6 +9,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from circuitatlas.errors import InvalidInput
+
 __all__ = ["capture", "run_to_layers"]
 
 
@@ -25,7 +27,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Itera
         try:
             modules[layer] = model.get_submodule(layer)
         except AttributeError:
-            raise ValueError(f"{type(model).__name__} has no layer {layer!r}") from None
+            raise InvalidInput(f"{type(model).__name__} has no layer {layer!r}") from None
     store: dict[str, torch.Tensor] = {}
     handles = []
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from circuitatlas.analysis.stimuli import along_across, arc_polar, pixel_grid
+
 __all__ = ["PlantedNetwork", "build", "KINDS", "line_kernel", "arc_kernel", "orientation_profile"]
 
 
@@ -42,18 +44,10 @@ class _Stack(nn.Module):
         return x
 
 
-def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
-    c = (size - 1) / 2
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
-    return cols - c, -(rows - c)  # x right, y up
-
-
 def line_kernel(orientation: float, size: int = 7, sigma_across: float = 0.8, sigma_along: float = 2.0
                 ) -> np.ndarray:
     """A zero-mean detector of a bright line along ``orientation`` (size x size)."""
-    x, y = _coords(size)
-    t = np.deg2rad(orientation)
-    along, across = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+    along, across = along_across(*pixel_grid(size), orientation)
     k = np.exp(-across**2 / (2 * sigma_across**2) - along**2 / (2 * sigma_along**2))
     envelope = np.exp(-along**2 / (2 * sigma_along**2)) * np.exp(-across**2 / (2 * (3 * sigma_across) ** 2))
     k = k - envelope * k.sum() / envelope.sum()
@@ -65,13 +59,7 @@ def arc_kernel(orientation: float, line_orientations: np.ndarray, radius: float,
     """Weights (n_lines, size, size) from line detectors to a curve detector: positive where a
     line of the arc's tangent orientation lies on an arc (convex side towards ``orientation``,
     midpoint at the kernel centre), negative for the orthogonal line there."""
-    x, y = _coords(size)
-    u = np.deg2rad(orientation)
-    cx, cy = -radius * np.cos(u), -radius * np.sin(u)
-    dx, dy = x - cx, y - cy
-    rho = np.hypot(dx, dy)
-    theta = np.degrees(np.arctan2(dy, dx))
-    off = (theta - orientation + 180) % 360 - 180
+    rho, theta, off, _ = arc_polar(*pixel_grid(size), orientation, radius)
     weight = np.exp(-(rho - radius) ** 2 / (2 * sigma**2)) * (np.abs(off) <= span / 2)
     tangent = theta + 90
     match = np.cos(2 * np.deg2rad(line_orientations[:, None, None] - tangent[None]))
@@ -155,10 +143,9 @@ def _plant_equivariance(plan: _Plan, rng: np.random.Generator, k: int = 8, radiu
         w = w / np.abs(w).sum() * 8.0
         for line_ch in range(len(plan.lines)):
             plan.connect("mid", unit, line_ch, w[line_ch])
-    x, y = _coords(5)
+    x, y = pixel_grid(5)
     for j, oj in zip(curves, orients):
-        t = np.deg2rad(oj + 90)  # an elongated blob along the tangent of unit j's curve
-        along, across = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+        along, across = along_across(x, y, oj + 90)  # an elongated blob along the tangent of unit j's curve
         blob = np.exp(-along**2 / (2 * 1.5**2) - across**2 / (2 * 0.6**2))
         blob = blob / blob.sum() * 4.0 / k * 2
         for i, oi in zip(early, orients):
@@ -182,7 +169,8 @@ def _plant_union(plan: _Plan, rng: np.random.Generator, orientation: float = 30.
             plan.connect("mid", unit, line_ch, w[line_ch])
     centre = np.zeros((5, 5))
     centre[2, 2] = 1.0
-    spot = np.exp(-((_coords(5)[0]) ** 2 + (_coords(5)[1]) ** 2) / 2.0)
+    x, y = pixel_grid(5)
+    spot = np.exp(-(x**2 + y**2) / 2.0)
     for p, c, other in ((paths[0], cases[0], cases[1]), (paths[1], cases[1], cases[0])):
         plan.connect("high", p, c, 1.0 * spot / spot.sum() * 3)
         plan.connect("high", p, other, -1.0 * spot / spot.sum() * 3)

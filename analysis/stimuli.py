@@ -10,6 +10,9 @@ Shapes are drawn with a one-pixel anti-aliased edge from exact distance fields.
 * ``edge(orientation)``: dark-to-bright step whose bright side faces ``orientation``.
 * ``grating``, ``hilo`` (high-low frequency boundary), ``color_contrast``, ``center_surround``,
   ``circle``, ``angle``; ``sweep`` varies one parameter.
+
+The geometry under them (:func:`pixel_grid`, :func:`along_across`, :func:`arc_polar`) also draws
+the planted networks' kernels (:mod:`circuitatlas.analysis.planted`).
 """
 
 from __future__ import annotations
@@ -19,16 +22,57 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["curve", "line", "edge", "grating", "hilo", "color_contrast", "center_surround", "circle", "angle",
-           "sweep", "STIMULI"]
+           "sweep", "STIMULI", "pixel_grid", "along_across", "arc_polar"]
 
 Color = Sequence[float]
 
 
-def _grid(size: int, position: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """x (right) and y (up) offsets of every pixel centre from ``position``."""
+def _unit(deg: float) -> tuple[float, float]:
+    """(cos, sin) of an angle in degrees: the unit vector pointing along it."""
+    rad = np.deg2rad(deg)
+    return float(np.cos(rad)), float(np.sin(rad))
+
+
+def pixel_grid(size: int, position: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x (right) and y (up) offsets (size, size) of every pixel centre from ``position`` (row, col),
+    by default the image centre.
+
+    >>> x, y = pixel_grid(3)
+    >>> x[0].tolist(), y[0].tolist()  # the top row: y is up
+    ([-1.0, 0.0, 1.0], [1.0, 1.0, 1.0])
+    """
     r0, c0 = position if position is not None else ((size - 1) / 2, (size - 1) / 2)
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
     return cols - c0, -(rows - r0)
+
+
+def along_across(x: np.ndarray, y: np.ndarray, orientation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of points (x, y) along ``orientation`` (degrees) and across it (to its left)."""
+    ux, uy = _unit(orientation)
+    return x * ux + y * uy, -x * uy + y * ux
+
+
+def arc_polar(x: np.ndarray, y: np.ndarray, orientation: float, radius: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """Polar coordinates of points (x, y) about the circle of an arc of ``radius`` whose midpoint
+    is the origin and whose convex side faces ``orientation`` (degrees).
+
+    Returns
+    -------
+    rho : array
+        Distance from the circle's centre.
+    theta : array
+        Direction from the circle's centre, degrees in [-180, 180].
+    offset : array
+        ``theta`` relative to the arc's midpoint, degrees in [-180, 180).
+    centre : (float, float)
+        The circle's centre (x, y), ``radius`` behind the midpoint.
+    """
+    ux, uy = _unit(orientation)
+    cx, cy = -radius * ux, -radius * uy
+    dx, dy = x - cx, y - cy
+    theta = np.degrees(np.arctan2(dy, dx))
+    return np.hypot(dx, dy), theta, (theta - orientation + 180) % 360 - 180, (cx, cy)
 
 
 def _paint(mask: np.ndarray, color: Color, background: Color) -> np.ndarray:
@@ -39,11 +83,6 @@ def _paint(mask: np.ndarray, color: Color, background: Color) -> np.ndarray:
 
 def _stroke(distance: np.ndarray, width: float) -> np.ndarray:
     return np.clip(width / 2 + 0.5 - distance, 0, 1)
-
-
-def _unit(deg: float) -> tuple[float, float]:
-    rad = np.deg2rad(deg)
-    return float(np.cos(rad)), float(np.sin(rad))
 
 
 def curve(
@@ -62,13 +101,8 @@ def curve(
     >>> img.shape, img.dtype, float(img.max())
     ((32, 32, 3), dtype('float32'), 1.0)
     """
-    x, y = _grid(size, position)
-    ux, uy = _unit(orientation)
-    cx, cy = -radius * ux, -radius * uy  # circle centre, behind the arc's midpoint
-    dx, dy = x - cx, y - cy
-    rho = np.hypot(dx, dy)
-    theta = np.degrees(np.arctan2(dy, dx))
-    off = (theta - orientation + 180) % 360 - 180
+    x, y = pixel_grid(size, position)
+    rho, _, off, (cx, cy) = arc_polar(x, y, orientation, radius)
     on_arc = np.abs(off) <= span / 2
     dist = np.where(on_arc, np.abs(rho - radius), np.inf)
     for end in (orientation - span / 2, orientation + span / 2):  # round caps at both ends
@@ -87,9 +121,7 @@ def line(
     background: Color = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
     """A straight segment through ``position`` along ``orientation`` (``length=None``: across the image)."""
-    x, y = _grid(size, position)
-    ux, uy = _unit(orientation)
-    along, across = x * ux + y * uy, -x * uy + y * ux
+    along, across = along_across(*pixel_grid(size, position), orientation)
     half = (length if length is not None else 4 * size) / 2
     dist = np.hypot(np.maximum(np.abs(along) - half, 0), across)
     return _paint(_stroke(dist, width), color, background)
@@ -103,7 +135,7 @@ def edge(
     background: Color = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
     """A step edge through ``position``: ``color`` on the side ``orientation`` points to."""
-    x, y = _grid(size, position)
+    x, y = pixel_grid(size, position)
     ux, uy = _unit(orientation)
     return _paint(np.clip(x * ux + y * uy + 0.5, 0, 1), color, background)
 
@@ -116,7 +148,7 @@ def grating(
     contrast: float = 1.0,
 ) -> np.ndarray:
     """A sinusoidal grating: ``frequency`` in cycles per pixel along ``orientation``, ``phase`` in degrees."""
-    x, y = _grid(size, None)
+    x, y = pixel_grid(size, None)
     ux, uy = _unit(orientation)
     value = 0.5 + 0.5 * contrast * np.cos(2 * np.pi * frequency * (x * ux + y * uy) + np.deg2rad(phase))
     return np.repeat(value[..., None], 3, axis=2).astype(np.float32)
@@ -125,7 +157,7 @@ def grating(
 def hilo(orientation: float, size: int = 64, frequency: float = 0.35, position: tuple[float, float] | None = None,
          seed: int = 0) -> np.ndarray:
     """High-low frequency boundary: fine texture on the side ``orientation`` points to, flat grey on the other."""
-    x, y = _grid(size, position)
+    x, y = pixel_grid(size, position)
     ux, uy = _unit(orientation)
     texture = grating(frequency, orientation + 90, size=size)[..., 0]
     side = np.clip(x * ux + y * uy + 0.5, 0, 1)
@@ -152,14 +184,14 @@ def center_surround(
     position: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """A disc of ``center`` colour on a ``surround`` field."""
-    x, y = _grid(size, position)
+    x, y = pixel_grid(size, position)
     return _paint(np.clip(radius + 0.5 - np.hypot(x, y), 0, 1), center, surround)
 
 
 def circle(radius: float = 12.0, size: int = 64, width: float = 2.0, position: tuple[float, float] | None = None,
            color: Color = (1.0, 1.0, 1.0), background: Color = (0.0, 0.0, 0.0)) -> np.ndarray:
     """A circle outline."""
-    x, y = _grid(size, position)
+    x, y = pixel_grid(size, position)
     return _paint(_stroke(np.abs(np.hypot(x, y) - radius), width), color, background)
 
 
@@ -168,7 +200,7 @@ def angle(orientation: float, opening: float = 90.0, size: int = 64, length: flo
           background: Color = (0.0, 0.0, 0.0)) -> np.ndarray:
     """Two segments from ``position`` whose bisector points away from ``orientation``: the
     corner points towards ``orientation`` (like a curve's convex side)."""
-    x, y = _grid(size, position)
+    x, y = pixel_grid(size, position)
     dist = np.full(x.shape, np.inf)
     for arm in (orientation + 180 - opening / 2, orientation + 180 + opening / 2):
         ux, uy = _unit(arm)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from circuitatlas.errors import InvalidInput
+
 __all__ = ["SvdResult", "svd_clusters", "kmeans", "branch_contingency", "BranchReport"]
 
 
@@ -35,7 +37,6 @@ class SvdResult:
     k: int
     normalize: str
     params: dict = field(default_factory=dict)
-    branch_reports: dict = field(default_factory=dict)  # side -> BranchReport, filled by Atlas.analyze_svd
 
 
 def kmeans(points: np.ndarray, k: int, iters: int = 100, restarts: int = 8, seed: int = 0) -> np.ndarray:
@@ -45,7 +46,7 @@ def kmeans(points: np.ndarray, k: int, iters: int = 100, restarts: int = 8, seed
     [0, 0, 1, 1]
     """
     if k < 1 or k > len(points):
-        raise ValueError(f"k must be in [1, {len(points)}], got {k}")
+        raise InvalidInput(f"k must be in [1, {len(points)}], got {k}")
     rng = np.random.default_rng(seed)
     best, best_cost = None, np.inf
     for _ in range(restarts):
@@ -105,7 +106,7 @@ def svd_clusters(
     M = np.abs(W).sum(axis=(2, 3)).T  # (in, out)
     n_in, n_out = M.shape
     if min(n_in, n_out) < 2:
-        raise ValueError(f"need at least 2 input and 2 output units, got {n_in} x {n_out}")
+        raise InvalidInput(f"need at least 2 input and 2 output units, got {n_in} x {n_out}")
     if normalize == "bistochastic":
         r, c = M.sum(1), M.sum(0)
         r_inv = np.where(r > 0, 1 / np.sqrt(np.maximum(r, 1e-300)), 0.0)
@@ -114,7 +115,7 @@ def svd_clusters(
     elif normalize == "none":
         A = M
     else:
-        raise ValueError(f"normalize must be 'bistochastic' or 'none', not {normalize!r}")
+        raise InvalidInput(f"normalize must be 'bistochastic' or 'none', not {normalize!r}")
     U, S, Vt = np.linalg.svd(A, full_matrices=False)
     # fix signs so that results are deterministic: largest |entry| of each left vector positive
     signs = np.sign(U[np.argmax(np.abs(U), axis=0), np.arange(U.shape[1])])
@@ -123,7 +124,7 @@ def svd_clusters(
     if k is None:
         k = _choose_k(S, min(k_max, len(S) - 1))
     if not 1 <= k <= min(n_in, n_out):
-        raise ValueError(f"k must be in [1, {min(n_in, n_out)}], got {k}")
+        raise InvalidInput(f"k must be in [1, {min(n_in, n_out)}], got {k}")
     skip = 1 if normalize == "bistochastic" else 0
     d = max(k - 1, 2) if skip else max(k, 2)
     d = min(d, len(S) - skip)

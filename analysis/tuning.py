@@ -2,7 +2,8 @@
 
 Responses are read at the receptive-field centre of each channel's map (or the maximum over
 positions), from a forward hook that is always removed and that stops the forward pass at the
-layer, so deep models pay only for the layers they need.
+layer, so deep models pay only for the layers they need. :func:`receptive_field` finds that
+centre, the receptive-field box and the map's stride (dataset examples crop to the box).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from torch import nn
 from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
 
-__all__ = ["TuningResult", "layer_activations", "receptive_field_centre", "radial_tuning", "curvature_tuning",
-           "circular_mean"]
+__all__ = ["TuningResult", "ReceptiveField", "layer_activations", "receptive_field", "radial_tuning",
+           "curvature_tuning", "circular_mean"]
 
 
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, grad: bool = False) -> torch.Tensor:
@@ -28,21 +29,46 @@ def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, grad: 
         return run_to_layers(model, [layer], images)[layer]
 
 
-def receptive_field_centre(model: nn.Module, layer: str, size: int, device: torch.device | str = "cpu"
-                           ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(input pixel, output position): the input position that the centre unit of ``layer``'s
-    map looks at, found by autograd (centre of mass of |d output / d input|)."""
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where the centre unit of a layer's map looks in a square input.
+
+    Attributes
+    ----------
+    centre : (int, int)
+        Input pixel (row, col): centre of mass of |d output / d input|.
+    box : (int, int, int, int)
+        (top, left, bottom, right) of the input pixels with a non-zero gradient, bottom/right
+        exclusive.
+    position : (int, int)
+        (row, col) of the centre unit in the layer's map.
+    stride : float
+        Input pixels per map position.
+    """
+
+    centre: tuple[int, int]
+    box: tuple[int, int, int, int]
+    position: tuple[int, int]
+    stride: float
+
+
+def receptive_field(model: nn.Module, layer: str, size: int, device: torch.device | str = "cpu") -> ReceptiveField:
+    """The receptive field of the centre unit of ``layer``'s map in a (size x size) input, found by
+    autograd on a grey image; the whole image, centred, when the gradient is zero."""
     x = torch.full((1, 3, size, size), 0.5, device=device, requires_grad=True)
     out = layer_activations(model, layer, x, grad=True)
     h, w = out.shape[2] // 2, out.shape[3] // 2
     (g,) = torch.autograd.grad(out[0, :, h, w].abs().sum() + out[0, :, h, w].sum(), x, allow_unused=True)
     mass = g.abs().sum(dim=(0, 1)).detach().cpu().numpy() if g is not None else None
+    stride = size / out.shape[2]
     if mass is None or mass.sum() == 0:
-        return (size // 2, size // 2), (h, w)
+        return ReceptiveField((size // 2, size // 2), (0, 0, size, size), (h, w), stride)
     rows, cols = np.mgrid[0:size, 0:size]
     r = float((rows * mass).sum() / mass.sum())
     c = float((cols * mass).sum() / mass.sum())
-    return (int(round(r)), int(round(c))), (h, w)
+    on_rows, on_cols = np.flatnonzero(mass.any(axis=1)), np.flatnonzero(mass.any(axis=0))
+    box = (int(on_rows[0]), int(on_cols[0]), int(on_rows[-1]) + 1, int(on_cols[-1]) + 1)
+    return ReceptiveField((int(round(r)), int(round(c))), box, (h, w), stride)
 
 
 def circular_mean(angles_deg: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +144,8 @@ def radial_tuning(
     """
     model = model.eval()
     device = _device(device, model)
-    (row, col), at = receptive_field_centre(model, layer, size, device)
+    field = receptive_field(model, layer, size, device)
+    (row, col), at = field.centre, field.position
     angles = np.arange(n_angles) * 360.0 / n_angles
     fn = stimuli.STIMULI.get(stimulus)
     if fn is None or "orientation" not in fn.__code__.co_varnames:
@@ -153,7 +180,8 @@ def curvature_tuning(
     ``orientations`` (usually its preferred one); a straight line is the large-radius limit."""
     model = model.eval()
     device = _device(device, model)
-    (row, col), at = receptive_field_centre(model, layer, size, device)
+    field = receptive_field(model, layer, size, device)
+    (row, col), at = field.centre, field.position
     out = np.zeros((len(radii), len(channels)))
     for j, (channel, orientation) in enumerate(zip(channels, orientations)):
         images = np.stack([stimuli.curve(orientation, radius=r, size=size, position=(row, col), **curve_params)

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from ingest import machine, scratch_server  # noqa: E402  (bench/ingest.py)
-
-from circuitatlas.api import Atlas  # noqa: E402
-from circuitatlas.analysis.svd import svd_clusters  # noqa: E402
-from circuitatlas.queries.weights import read_abs_sums  # noqa: E402
+from circuitatlas.analysis.svd import svd_clusters
+from circuitatlas.api import Atlas
+from circuitatlas.benchmarking import machine, scratch_server
+from circuitatlas.queries.weights import read_abs_sums
 
 
 def main() -> None:

@@ -18,16 +18,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from ingest import machine  # noqa: E402  (bench/ingest.py)
-
-from circuitatlas.analysis.featurevis import channel, pick_device, render, render_channels, render_units  # noqa: E402
-from circuitatlas.analysis.hooks import run_to_layers  # noqa: E402
-from circuitatlas.ingest.sources import load_model  # noqa: E402
+from circuitatlas.analysis.featurevis import channel, pick_device, render, render_channels, render_units
+from circuitatlas.analysis.hooks import run_to_layers
+from circuitatlas.benchmarking import machine
+from circuitatlas.ingest.sources import load_model
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="curves", help="a zoo or torchvision name")
     parser.add_argument("--layers", default="features.11")
@@ -44,46 +41,39 @@ def main() -> None:
     parser.add_argument("--compare-fold", action="store_true",
                         help="also render the first layer batched without BatchNorm folding, side by side")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
-    device = pick_device()
-    model = load_model(args.model).module.to(device).eval()
-    result = {"benchmark": "featurevis", "model": args.model, "size": args.size, "steps": args.steps,
-              "device": str(device), "machine": machine(),
-              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "layers": []}
-    total_batched = total_images = total_single = 0.0
-    for layer in args.layers.split(","):
-        n = _channels(model, layer, args.size, device)
-        began = time.monotonic()
-        render_channels(model, layer, list(range(n)), chunk=args.chunk, size=args.size, steps=args.steps,
-                        device=device, channels_last=args.channels_last, fold_bn=args.fold_bn)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        batched_s = time.monotonic() - began
-        sample = list(range(min(args.sample, n)))
-        if not sample:
-            raise SystemExit("--sample must be at least 1 (the one-at-a-time reference)")
-        began = time.monotonic()
-        for c in sample:
-            render(model, channel(layer, c), size=args.size, steps=args.steps, device=device,
-                   channels_last=args.channels_last, fold_bn=args.fold_bn)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        single_s = (time.monotonic() - began) / len(sample)
-        result["layers"].append({
-            "layer": layer, "channels": n, "batched_s": round(batched_s, 2),
+    return parser.parse_args()
+
+
+def _timed(device: torch.device, work) -> float:
+    """Seconds ``work()`` takes, the GPU's queue included."""
+    began = time.monotonic()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.monotonic() - began
+
+
+def _one_layer(model, layer: str, args, device: torch.device) -> dict:
+    """A whole layer batched against a sample of its channels one at a time."""
+    n = _channels(model, layer, args.size, device)
+    common = {"size": args.size, "steps": args.steps, "device": device, "channels_last": args.channels_last,
+              "fold_bn": args.fold_bn}
+    batched_s = _timed(device, lambda: render_channels(model, layer, list(range(n)), chunk=args.chunk, **common))
+    sample = list(range(min(args.sample, n)))
+    if not sample:
+        raise SystemExit("--sample must be at least 1 (the one-at-a-time reference)")
+    single_s = _timed(device, lambda: [render(model, channel(layer, c), **common) for c in sample]) / len(sample)
+    return {"layer": layer, "channels": n, "batched_s": round(batched_s, 2),
             "batched_image_steps_per_s": round(n * args.steps / batched_s, 1),
-            "single_s_per_channel": round(single_s, 3),
-            "single_image_steps_per_s": round(args.steps / single_s, 1),
-            "speedup_per_channel": round(single_s / (batched_s / n), 2),
-        })
-        total_batched += batched_s
-        total_images += n
-        total_single += single_s * n
-        print(json.dumps(result["layers"][-1]), file=sys.stderr, flush=True)
-        if args.out is not None:  # partial results survive a time limit
-            args.out.write_text(json.dumps(result, indent=2))
+            "single_s_per_channel": round(single_s, 3), "single_image_steps_per_s": round(args.steps / single_s, 1),
+            "speedup_per_channel": round(single_s / (batched_s / n), 2)}
+
+
+def _totals(result: dict, device: torch.device) -> None:
+    total_batched = sum(row["batched_s"] for row in result["layers"])
+    total_single = sum(row["single_s_per_channel"] * row["channels"] for row in result["layers"])
     result["total_batched_s"] = round(total_batched, 1)
-    result["total_channels"] = int(total_images)
+    result["total_channels"] = sum(row["channels"] for row in result["layers"])
     result["one_at_a_time_estimate_s"] = round(total_single, 1)
     result["speedup_per_channel"] = round(total_single / total_batched, 1)
     if device.type == "cpu":
@@ -92,19 +82,36 @@ def main() -> None:
     else:
         result["target"] = "GoogLeNet inception3a..inception5b at 512 steps, 128 px in <= 180 s, >= 100x one-at-a-time"
         result["meets_target"] = total_batched <= 180 and total_single / total_batched >= 100
+
+
+def _whole_job(model, result: dict, args, device: torch.device) -> dict:
+    """Every layer's units as one job in batches of one size, against the per-layer total."""
+    units = [(row["layer"], c) for row in result["layers"] for c in range(row["channels"])]
+    whole_s = _timed(device, lambda: render_units(model, units, chunk=args.chunk, size=args.size, steps=args.steps,
+                                                  device=device, channels_last=args.channels_last,
+                                                  fold_bn=args.fold_bn))
+    report = {"channels": len(units), "seconds": round(whole_s, 1), "per_layer_total_s": result["total_batched_s"],
+              "speedup_over_per_layer": round(result["total_batched_s"] / whole_s, 3)}
+    if device.type == "cuda":
+        report["meets_target"] = whole_s <= 180
+    return report
+
+
+def main() -> None:
+    args = _arguments()
+    device = pick_device()
+    model = load_model(args.model).module.to(device).eval()
+    result = {"benchmark": "featurevis", "model": args.model, "size": args.size, "steps": args.steps,
+              "device": str(device), "machine": machine(),
+              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "layers": []}
+    for layer in args.layers.split(","):
+        result["layers"].append(_one_layer(model, layer, args, device))
+        print(json.dumps(result["layers"][-1]), file=sys.stderr, flush=True)
+        if args.out is not None:  # partial results survive a time limit
+            args.out.write_text(json.dumps(result, indent=2))
+    _totals(result, device)
     if args.whole_job:
-        units = [(row["layer"], c) for row in result["layers"] for c in range(row["channels"])]
-        began = time.monotonic()
-        render_units(model, units, chunk=args.chunk, size=args.size, steps=args.steps, device=device,
-                     channels_last=args.channels_last, fold_bn=args.fold_bn)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        whole_s = time.monotonic() - began
-        result["whole_job"] = {"channels": len(units), "seconds": round(whole_s, 1),
-                               "per_layer_total_s": round(total_batched, 1),
-                               "speedup_over_per_layer": round(total_batched / whole_s, 3)}
-        if device.type == "cuda":
-            result["whole_job"]["meets_target"] = whole_s <= 180
+        result["whole_job"] = _whole_job(model, result, args, device)
     if args.compare_fold:
         result["fold_bn_vs_unfolded"] = _compare_fold(model, result["layers"][0], args, device)
     if args.check_bf16 and device.type == "cuda":

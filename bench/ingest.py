@@ -18,47 +18,18 @@ Each path runs in a process of its own (``--only``), so each peak RSS is that pa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
 
 from circuitatlas.api import Atlas
+from circuitatlas.benchmarking import machine, scratch_server
 from circuitatlas.ingest.writer import Progress
-from circuitatlas.localserver import LocalServer, free_port
 from circuitatlas.store import Store
-
-
-@contextlib.contextmanager
-def scratch_server(prefix: str) -> Iterator[tuple[LocalServer, Path]]:
-    """A fresh local Neo4j in a temporary state dir, stopped and deleted afterwards."""
-    scratch = Path(tempfile.mkdtemp(prefix=prefix))
-    server = LocalServer(scratch / "state")
-    try:
-        server.start(port=free_port(), heap="2g", pagecache="1g")
-        yield server, scratch
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 class Timer(Progress):

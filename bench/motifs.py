@@ -10,13 +10,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from ingest import machine, scratch_server  # noqa: E402  (bench/ingest.py)
-
-from circuitatlas.api import Atlas  # noqa: E402
+from circuitatlas.api import Atlas
+from circuitatlas.benchmarking import machine, scratch_server
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from circuitatlas.errors import ConfigError
@@ -25,15 +25,24 @@ class Connection:
         return f"Connection(uri={self.uri!r}, user={self.user!r}, database={self.database!r}, origin={self.origin!r})"
 
 
-def resolve_connection(
-    uri: str | None = None,
-    user: str | None = None,
-    password: str | None = None,
-    database: str | None = None,
-    state_dir: str | Path | None = None,
-) -> Connection:
-    """Settle the connection: arguments win, then NEO4J_URI/USER/PASSWORD/DATABASE, then the
-    local server's state file (``circuitatlas db start``)."""
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a caller asked for, each None when not given: the CLI's connection options, the
+    keywords of ``Atlas.connect``; :func:`resolve_connection` settles the rest."""
+
+    uri: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)  # never printed
+    database: str | None = None
+    state_dir: str | Path | None = None
+
+
+def resolve_connection(settings: ConnectionSettings | None = None, **fields: str | Path | None) -> Connection:
+    """Settle the connection: ``settings`` (or its fields as keywords) win, then
+    NEO4J_URI/USER/PASSWORD/DATABASE, then the local server's state file (``circuitatlas db start``)."""
+    asked = settings or ConnectionSettings(**fields)
+    uri, user, password, database, state_dir = (asked.uri, asked.user, asked.password, asked.database,
+                                                 asked.state_dir)
     database = database or os.environ.get("NEO4J_DATABASE") or None
     if uri:
         origin = "arguments"

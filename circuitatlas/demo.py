@@ -1,60 +1,10 @@
-"""The tiny built-in network of the smoke demo: every structure ingest must follow, in 30k weights."""
+"""The main job end to end (``circuitatlas demo``): the built-in ``tiny`` network, the ``curves``
+zoo model and a planted network ingested, every analysis run, and where to look."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from circuitatlas.ingest.sources import register_arch
-
-__all__ = ["TinyNet"]
-
-
-class _Block(nn.Module):
-    """Two branches (1x1 and 3x3) concatenated, then a residual add: GoogLeNet and ResNet in small."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        half = channels // 2
-        self.branch1 = nn.Sequential(nn.Conv2d(channels, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
-        self.branch2 = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1, bias=False), nn.BatchNorm2d(half),
-                                     nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x + torch.cat([self.branch1(x), self.branch2(x)], dim=1))
-
-
-class TinyNet(nn.Module):
-    """conv(3->8, 5x5) -> BN -> ReLU -> maxpool -> block(8) -> conv(8->16, 3x3, stride 2) -> block(16) -> fc(10)."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
-        self.block1 = _Block(8)
-        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.block2 = _Block(16)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(torch.relu(self.down(self.block1(self.stem(x)))))
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-def _tiny() -> nn.Module:
-    net = TinyNet()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding is visible
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return net.eval()
-
-
-register_arch("tiny", _tiny)
-
+from circuitatlas import artifacts, names
+from circuitatlas.ingest import zoo
 
 DEMO_QUERIES = (
     ("the strongest direct inputs of one first-layer neuron",
@@ -94,20 +44,15 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
         progress.close()
     echo(f"ingested {summary.id}: {summary.layers} layers, {summary.neurons} neurons, "
          f"{summary.weight_edges} WEIGHT and {summary.expanded_edges} EXPANDED edges")
-    from circuitatlas import paths
-
-    plot_dir = paths.artifacts_dir() / name
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    plot = plot_dir / "svd-stem.0-block1.png"
+    plot = artifacts.inside(name, "svd-stem.0-block1.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
     svd = atlas.analyze_svd(name, "stem.0", "block1", plot=str(plot))
     echo(f"SVD of |expanded W| stem.0 -> block1: k={svd.k}, input cluster sizes "
-         f"{[int((svd.input_clusters == c).sum()) for c in range(svd.k)]}; written as svd_in/svd_out, "
+         f"{[int((svd.result.input_clusters == c).sum()) for c in range(svd.k)]}; written as svd_in/svd_out, "
          f"cluster_in/cluster_out and (:Cluster) nodes")
     echo(f"  plot: {plot}")
     curves = f"{name}-curves"
     echo("building the `curves` zoo model (trained once, then cached) ...")
-    from circuitatlas import zoo
-
     built = zoo.build("curves", progress=echo)
     echo(f"  test accuracy {built.accuracy:.3f} ({built.path})")
     summary_c = atlas.ingest("zoo:curves", curves, input_size=(3, 32, 32), replace=True)
@@ -132,7 +77,7 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
         ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
         ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])],
         {"radius": 5.0, "width": 1.5}, echo)
-    params = {"uid": f"{name}/stem.0:0", "model": name}
+    params = {"uid": names.neuron_uid(name, "stem.0", 0), "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
         shown = query.replace("$uid", repr(params["uid"])).replace("$model", repr(name))

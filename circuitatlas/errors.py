@@ -33,3 +33,8 @@ class NotFound(CircuitAtlasError):
 
 class RenderError(CircuitAtlasError):
     """Feature visualisation could not run (out of device memory even one channel at a time)."""
+
+
+class InvalidInput(CircuitAtlasError, ValueError):
+    """An argument the caller can fix (a motif kind, a layer count, a channel out of range); a
+    ValueError too, so callers that caught ValueError before still do."""

@@ -1,6 +1,6 @@
 """A real Neo4j Community server run from Maven Central jars, with no Docker.
 
-The jars are fetched once with Maven into the user cache dir; the server runs
+The jars are fetched once with Maven into the user cache dir (:mod:`.neo4j_jars`); the server runs
 ``org.neo4j.server.CommunityEntryPoint`` on Java 17+ with every setting passed as
 ``-c key=value``, listening on 127.0.0.1 only. A state directory holds the store,
 the logs and ``state.json`` (mode 0600: password, pid, port, URI).
@@ -9,26 +9,25 @@ the logs and ``state.json`` (mode 0600: password, pid, port, URI).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 
 from circuitatlas import paths
 from circuitatlas.errors import ConfigError, ServerError
+from circuitatlas.neo4j_jars import NEO4J_VERSION, JarCache, dir_bytes, file_lock, find_java
+from circuitatlas.ports import free_port, pid_alive, port_free, port_open
 
-NEO4J_VERSION = "5.26.30"
+__all__ = ["LocalServer", "ServerState", "ServerStatus", "DEFAULT_PORT", "DEFAULT_HEAP", "DEFAULT_PAGECACHE",
+           "NEO4J_VERSION", "JarCache", "find_java", "free_port"]  # the last three re-exported for callers
+
 DEFAULT_PORT = 7687
 DEFAULT_HEAP = "1g"
 DEFAULT_PAGECACHE = "512m"
@@ -89,141 +88,12 @@ class ServerStatus:
     log: str
 
 
-def _java_major(java: str) -> int:
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        return 0
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-def find_java() -> str:
-    """Path of a Java 17+ ``java``, from JAVA_HOME or PATH, or a one-line ConfigError."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidates = [str(Path(java_home) / "bin" / "java")] if java_home else []
-    candidates.append(shutil.which("java") or "")
-    for java in candidates:
-        if java and Path(java).exists() and _java_major(java) >= 17:
-            return java
-    raise ConfigError(
-        "Java 17+ is needed to run the local Neo4j: install it (e.g. `apt-get install openjdk-17-jre-headless`), "
-        "or use `docker compose up -d`, or point NEO4J_URI at a running Neo4j"
-    )
-
-
-def _port_free(port: int) -> bool:
-    """Nothing listens on the port (connections of a stopped server in TIME_WAIT do not count:
-    Neo4j binds with SO_REUSEADDR too)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_open(port: int | None) -> bool:
-    if port is None:
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
     return " | ".join(line.strip() for line in text[-lines:] if line.strip()) or "(empty log)"
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += (Path(root) / name).stat().st_size
-    return total
-
-
-class JarCache:
-    """Neo4j's jars in ``<cache>/neo4j-<version>/lib``, fetched once with Maven."""
-
-    def __init__(self, cache_dir: Path | None = None, version: str = NEO4J_VERSION) -> None:
-        self.root = Path(cache_dir or paths.cache_dir()) / f"neo4j-{version}"
-        self.version = version
-
-    @property
-    def lib(self) -> Path:
-        return self.root / "lib"
-
-    def ready(self) -> bool:
-        return (self.root / ".complete").exists()
-
-    def size_bytes(self) -> int:
-        return _dir_bytes(self.lib)
-
-    def ensure(self) -> Path:
-        """Download the jars unless they are cached; returns the lib folder."""
-        if self.ready():
-            return self.lib
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ConfigError(
-                "Maven (`mvn`) is needed once to fetch the Neo4j jars: install it (e.g. `apt-get install maven`), "
-                "or use `docker compose up -d`, or point NEO4J_URI at a running Neo4j"
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
-        with _locked(self.root / ".lock"):
-            if self.ready():
-                return self.lib
-            staging = Path(tempfile.mkdtemp(prefix="lib-", dir=self.root))
-            pom = staging / "pom.xml"
-            template = resources.files("circuitatlas").joinpath("neo4j-pom.xml").read_text()
-            pom.write_text(template.replace(f"<neo4j.version>{NEO4J_VERSION}<", f"<neo4j.version>{self.version}<"))
-            cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-                   f"-DoutputDirectory={staging / 'lib'}", "-DincludeScope=runtime"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0 or not any((staging / "lib").glob("neo4j-*.jar")):
-                shutil.rmtree(staging, ignore_errors=True)
-                detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-                raise ServerError(f"Maven could not fetch Neo4j {self.version}: {detail}")
-            shutil.rmtree(self.lib, ignore_errors=True)
-            (staging / "lib").rename(self.lib)
-            shutil.rmtree(staging, ignore_errors=True)
-            (self.root / ".complete").write_text(self.version)
-        return self.lib
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class LocalServer:
@@ -283,7 +153,7 @@ class LocalServer:
 
     def _owns(self, pid: int) -> bool:
         """True when pid is alive and is this state dir's Neo4j (not a recycled pid)."""
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -316,7 +186,7 @@ class LocalServer:
         Returns ``(state, started)``; ``started`` is False when it was already running.
         ``port=None`` takes 7687, or a free port when 7687 is taken.
         """
-        with _locked(self.state_dir / ".lock"):
+        with file_lock(self.state_dir / ".lock"):
             state = self.running_state()
             if state is not None:
                 return state, False
@@ -328,8 +198,8 @@ class LocalServer:
         java = find_java()
         lib = self.jars.ensure()
         if port is None:
-            port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
-        elif not _port_free(port):
+            port = DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
+        elif not port_free(port):
             raise ServerError(f"port {port} on 127.0.0.1 is in use; pass another --port, or none to pick a free one")
         for sub in ("data", "logs", "run", "plugins", "import"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
@@ -381,7 +251,7 @@ class LocalServer:
                 raise ServerError(f"Neo4j exited with code {proc.returncode}: {_tail(self.log_file)}")
             if time.monotonic() > deadline:
                 raise ServerError(f"Neo4j did not answer on {state.uri} within {timeout:.0f}s: {_tail(self.log_file)}")
-            if not _port_open(state.port):
+            if not port_open(state.port):
                 time.sleep(0.3)
                 continue
             password = state.password if state.password_set else _INITIAL_PASSWORD
@@ -421,7 +291,7 @@ class LocalServer:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.2)
         with contextlib.suppress(ProcessLookupError):
@@ -453,7 +323,7 @@ class LocalServer:
         and start it again afterwards with the same port and memory settings, also when the
         work fails. ``before_stop`` runs under the lock while the server still answers (a
         last check; raising there stops nothing). Yields the state the server had."""
-        with _locked(self.state_dir / ".lock"):
+        with file_lock(self.state_dir / ".lock"):
             state = self.running_state()
             if state is None:
                 raise ServerError(f"the local Neo4j in {self.state_dir} is not running")
@@ -499,7 +369,7 @@ class LocalServer:
             uri=state.uri if state else None,
             pid=state.pid if state else None,
             version=(stored or ServerState()).neo4j_version,
-            store_bytes=_dir_bytes(self.home / "data") if self.home.exists() else 0,
+            store_bytes=dir_bytes(self.home / "data") if self.home.exists() else 0,
             log=str(self.log_file),
         )
 

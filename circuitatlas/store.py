@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import neo4j
 from neo4j.exceptions import (
@@ -98,7 +98,23 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class Store:
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """A context manager that calls ``close()`` when its block ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Store(Closing):
     """Reads and writes one Neo4j database through an injected driver."""
 
     def __init__(self, driver: neo4j.Driver, database: str | None = None, uri: str = "",
@@ -137,12 +153,6 @@ class Store:
 
     def close(self) -> None:
         self.driver.close()
-
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def session(self, read: bool = False) -> neo4j.Session:
         mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
@@ -197,47 +207,52 @@ class Store:
         def send(session: neo4j.Session, chunk: list[Mapping[str, Any]]) -> None:
             session.execute_write(lambda tx: tx.run(query, rows=chunk, **params).consume())
 
-        total = 0
+        batches = _weighted_batches(rows, batch_size, weigh)
+        report = on_batch or (lambda w: None)
         with translate_errors(self.uri):
-            if workers <= 1:
-                with self.session() as session:
-                    for chunk, w in _weighted_batches(rows, batch_size, weigh):
-                        send(session, chunk)
-                        total += w
-                        if on_batch is not None:
-                            on_batch(w)
-                return total
-            local = threading.local()
-            sessions: list[neo4j.Session] = []
+            if workers > 1:
+                return self._write_concurrently(send, batches, workers, report)
+            total = 0
+            with self.session() as session:
+                for chunk, w in batches:
+                    send(session, chunk)
+                    total += w
+                    report(w)
+            return total
 
-            def work(chunk: list[Mapping[str, Any]]) -> None:
-                if not hasattr(local, "session"):
-                    local.session = self.session()
-                    sessions.append(local.session)
-                send(local.session, chunk)
+    def _write_concurrently(self, send: Callable[[neo4j.Session, list], None],
+                            batches: Iterable[tuple[list, int]], workers: int, report: Callable[[int], None]) -> int:
+        """``workers`` sessions sending batches at once, at most two batches each in flight."""
+        local = threading.local()
+        sessions: list[neo4j.Session] = []
 
-            pending: list[tuple[concurrent.futures.Future, int]] = []
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                try:
-                    for chunk, w in _weighted_batches(rows, batch_size, weigh):
-                        pending.append((pool.submit(work, chunk), w))
-                        while len(pending) >= 2 * workers or (pending and pending[0][0].done()):
-                            future, done_w = pending.pop(0)
-                            future.result()
-                            total += done_w
-                            if on_batch is not None:
-                                on_batch(done_w)
-                    for future, done_w in pending:
+        def work(chunk: list[Mapping[str, Any]]) -> None:
+            if not hasattr(local, "session"):
+                local.session = self.session()
+                sessions.append(local.session)
+            send(local.session, chunk)
+
+        total = 0
+        pending: list[tuple[concurrent.futures.Future, int]] = []
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            try:
+                for chunk, w in batches:
+                    pending.append((pool.submit(work, chunk), w))
+                    while len(pending) >= 2 * workers or (pending and pending[0][0].done()):
+                        future, done_w = pending.pop(0)
                         future.result()
                         total += done_w
-                        if on_batch is not None:
-                            on_batch(done_w)
-                finally:
-                    for future, _ in pending:
-                        future.cancel()
-                    pool.shutdown(wait=True)
-                    for session in sessions:
-                        session.close()
+                        report(done_w)
+                for future, done_w in pending:
+                    future.result()
+                    total += done_w
+                    report(done_w)
+            finally:
+                for future, _ in pending:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                for session in sessions:
+                    session.close()
         return total
 
     def query_read_only(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

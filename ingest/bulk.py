@@ -31,15 +31,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest import rows
 from circuitatlas.ingest.csvtext import float32_words, int_cells, text_cell, with_separator
-from circuitatlas.ingest.layergraph import LayerGraph
-from circuitatlas.ingest.writer import IngestOptions, Part, Progress, check_finite, plan_fingerprint, plan_parts
+from circuitatlas.ingest.writer import Blocks, Part, WriteJob, check_finite
 from circuitatlas.localserver import LocalServer
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
@@ -50,8 +49,6 @@ AUTO_MIN_EDGES = 500_000
 EDGE_HEADER = ":START_ID,:END_ID,kernel:float[],kh:int,kw:int," + ",".join(
     f"{name}:float" for name in cypher.EDGE_STATS)
 _FLOATS_PER_CHUNK = 1 << 20  # kernel values formatted per step (bounded memory)
-
-Blocks = Callable[[Part], Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]
 
 
 def bulk_refusal(store: Store, mode: str) -> str | None:
@@ -67,7 +64,7 @@ def bulk_refusal(store: Store, mode: str) -> str | None:
     return None
 
 
-def choose_path(store: Store, graph: LayerGraph, options: IngestOptions, mode: str, bulk: str) -> str:
+def choose_path(store: Store, job: WriteJob, mode: str, bulk: str) -> str:
     """``"bulk"`` or ``"online"`` for ``bulk`` = "auto", "always" or "never" (see the module doc)."""
     if bulk not in ("auto", "always", "never"):
         raise ValueError(f"bulk must be auto, always or never, not {bulk!r}")
@@ -78,8 +75,7 @@ def choose_path(store: Store, graph: LayerGraph, options: IngestOptions, mode: s
         if reason:
             raise IngestError(f"cannot bulk-import: {reason}; use --bulk never or auto")
         return "bulk"
-    big = sum(p.edges_estimate for p in plan_parts(graph, options)) >= AUTO_MIN_EDGES
-    return "bulk" if reason is None and big else "online"
+    return "bulk" if reason is None and job.edges_estimate >= AUTO_MIN_EDGES else "online"
 
 
 # -- CSV files ----------------------------------------------------------------------------------
@@ -114,42 +110,31 @@ class ImportFiles:
     edges: dict[str, int] = field(default_factory=dict)  # WEIGHT / EXPANDED edges written
 
 
-def write_import_files(
-    folder: Path,
-    model: str,
-    graph: LayerGraph,
-    meta: dict,
-    options: IngestOptions,
-    edge_blocks: Blocks,
-    progress: Progress | None = None,
-) -> ImportFiles:
-    """Write model ``model`` as neo4j-admin CSV files in ``folder`` (integer node ids).
+def write_import_files(folder: Path, job: WriteJob) -> ImportFiles:
+    """Write ``job`` as neo4j-admin CSV files in ``folder`` (integer node ids).
 
     The Model node is written complete (``status: "complete"``, every part done): the import
     either lands whole or not at all.
     """
-    progress = progress or Progress()
     folder.mkdir(parents=True, exist_ok=True)
     files = ImportFiles(folder)
-    parts = plan_parts(graph, options)
-    neuron_base = _write_node_files(files, model, graph, meta, options, parts)
-    _write_edge_files(files, graph, options, parts, edge_blocks, neuron_base, progress)
+    neuron_base = _write_node_files(files, job)
+    _write_edge_files(files, job, neuron_base)
     return files
 
 
-def _write_node_files(files: ImportFiles, model: str, graph: LayerGraph, meta: dict, options: IngestOptions,
-                      parts: list[Part]) -> dict[str, int]:
+def _write_node_files(files: ImportFiles, job: WriteJob) -> dict[str, int]:
     """Model, Layer and Neuron nodes and the HAS_LAYER, HAS_NEURON and FEEDS relationships.
     Returns each layer's first neuron id (neuron id = that + channel)."""
-    folder = files.folder
+    folder, model, graph, meta = files.folder, job.model, job.graph, job.meta
     now = _dt.datetime.now(_dt.timezone.utc).isoformat()
     files.nodes["Model"] = folder / "model.csv"
     files.nodes["Model"].write_text(
         ":ID,id,arch,source,weights,status,plan,input_size:int[],observation_layers:string[],parts_done:string[],"
         "created:datetime,completed:datetime\n"
         f"0,{_text(model)},{_text(meta.get('arch'))},{_text(meta.get('source'))},{_text(meta.get('weights'))},"
-        f"complete,{plan_fingerprint(graph, options)},{_array(list(graph.input_shape), 'int')},"
-        f"{_array(graph.observation_layers)},{_array([p.name for p in parts])},{now},{now}\n")
+        f"complete,{job.plan},{_array(list(graph.input_shape), 'int')},"
+        f"{_array(graph.observation_layers)},{_array([p.name for p in job.parts])},{now},{now}\n")
 
     layer_ids, neuron_base = {}, {}
     next_id = 1
@@ -179,7 +164,7 @@ def _write_node_files(files: ImportFiles, model: str, graph: LayerGraph, meta: d
         f.write(":START_ID,:END_ID\n")
         for name, info in graph.layers.items():
             f.write("".join(f"{layer_ids[name]},{neuron_base[name] + c}\n" for c in range(info.channels)))
-    feeds = rows.feed_pairs(graph, options.direct, options.expanded)
+    feeds = rows.feed_pairs(graph, job.options.direct, job.options.expanded)
     with open(folder / "feeds.csv", "w") as f:
         f.write(":START_ID,:END_ID,kind\n" + "".join(f"{layer_ids[a]},{layer_ids[b]},{k}\n" for a, b, k in feeds))
     files.relationships.update(HAS_LAYER=folder / "has_layer.csv", HAS_NEURON=folder / "has_neuron.csv",
@@ -187,9 +172,9 @@ def _write_node_files(files: ImportFiles, model: str, graph: LayerGraph, meta: d
     return neuron_base
 
 
-def _write_edge_files(files: ImportFiles, graph: LayerGraph, options: IngestOptions, parts: list[Part],
-                      edge_blocks: Blocks, neuron_base: dict[str, int], progress: Progress) -> None:
+def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, int]) -> None:
     """One CSV file per edge type, block by block, a bounded chunk of lines at a time."""
+    graph, options, progress = job.graph, job.options, job.progress
     last_id = max(neuron_base[name] + info.channels for name, info in graph.layers.items())
     id_words = 1 if last_id < 10**7 else 2
     handles = {}
@@ -200,7 +185,7 @@ def _write_edge_files(files: ImportFiles, graph: LayerGraph, options: IngestOpti
             handles[rel_type].write((EDGE_HEADER + "\n").encode())
             files.relationships[rel_type] = path
             files.edges[rel_type] = 0
-        for part, (src, out_idx, in_idx, kernels) in _prefetched(parts[1:], edge_blocks):
+        for part, (src, out_idx, in_idx, kernels) in _prefetched(job.parts[1:], job.edge_blocks):
             progress.part(f"csv {part.name}")
             n, kh, kw = kernels.shape
             flat = kernels.reshape(n, kh * kw)
@@ -297,22 +282,13 @@ def _admin_error(output: str) -> str:
     return " | ".join(telling[:3])[:600]
 
 
-def bulk_write_model(
-    store: Store,
-    model: str,
-    graph: LayerGraph,
-    meta: dict,
-    options: IngestOptions,
-    edge_blocks: Blocks,
-    progress: Progress | None = None,
-) -> dict[str, float]:
-    """Write ``graph`` as model ``model`` through an offline import (see the module doc).
+def bulk_write_model(store: Store, job: WriteJob) -> dict[str, float]:
+    """Write ``job``'s graph as model ``job.model`` through an offline import (see the module doc).
 
     Returns the seconds spent writing CSV (``csv_s``), importing (``import_s``) and with the
     server down in all (``offline_s``).
     """
-    progress = progress or Progress()
-    check_finite(graph)
+    check_finite(job.graph)
     reason = bulk_refusal(store, "fresh")
     if reason:
         raise IngestError(f"cannot bulk-import: {reason}")
@@ -327,12 +303,12 @@ def bulk_write_model(
     timings: dict[str, float] = {}
     began = time.monotonic()
     try:
-        progress.start(sum(p.edges_estimate for p in plan_parts(graph, options)))
-        files = write_import_files(folder, model, graph, meta, options, edge_blocks, progress)
+        job.progress.start(job.edges_estimate)
+        files = write_import_files(folder, job)
         timings["csv_s"] = round(time.monotonic() - began, 2)
-        progress.part("neo4j-admin import")
+        job.progress.part("neo4j-admin import")
         with server.offline(before_stop=still_empty):
-            server.import_marker.write_text(json.dumps({"model": model, "folder": str(folder)}))
+            server.import_marker.write_text(json.dumps({"model": job.model, "folder": str(folder)}))
             began_import = time.monotonic()
             done = server.run_admin(_import_args(files))
             timings["import_s"] = round(time.monotonic() - began_import, 2)

@@ -18,21 +18,10 @@ import torch
 from torch import fx, nn
 
 from circuitatlas.errors import IngestError
-from circuitatlas.ingest.layergraph import LayerGraph
+from circuitatlas.ingest.graphtypes import LayerGraph
+from circuitatlas.ingest.ops import NONLINEAR_FUNCTIONS, NONLINEAR_METHODS, NONLINEAR_MODULES
 
 __all__ = ["linearise", "expanded_kernels"]
-
-_NONLINEAR_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
-    nn.Sigmoid, nn.Tanh, nn.LocalResponseNorm, nn.PReLU, nn.Softplus, nn.Mish, nn.Dropout, nn.Dropout2d,
-)
-_NONLINEAR_FUNCTIONS = {
-    torch.relu, torch.sigmoid, torch.tanh, nn.functional.relu, nn.functional.relu6, nn.functional.leaky_relu,
-    nn.functional.elu, nn.functional.gelu, nn.functional.silu, nn.functional.hardswish,
-    nn.functional.hardsigmoid, nn.functional.sigmoid, nn.functional.tanh, nn.functional.dropout,
-    nn.functional.local_response_norm,
-}
-_NONLINEAR_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_"}
 
 
 def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -47,27 +36,29 @@ def linearise(gm: fx.GraphModule) -> fx.GraphModule:
     lin = copy.deepcopy(gm).eval()
     modules = dict(lin.named_modules())
     for node in lin.graph.nodes:
-        if node.op == "call_module":
-            module = modules[node.target]
-            if isinstance(module, _NONLINEAR_MODULES):
-                node.op, node.target, node.kwargs = "call_function", _identity, {}
-                node.args = node.args[:1]
-            elif isinstance(module, nn.MaxPool2d):
-                avg = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode,
-                                   count_include_pad=False)
-                _set_submodule(lin, node.target, avg)
-            elif isinstance(module, nn.AdaptiveMaxPool2d):
-                _set_submodule(lin, node.target, nn.AdaptiveAvgPool2d(module.output_size))
-        elif node.op == "call_function" and node.target in _NONLINEAR_FUNCTIONS:
-            node.target, node.kwargs = _identity, {}
-            node.args = node.args[:1]
-        elif node.op == "call_function" and node.target is nn.functional.max_pool2d:
-            node.target = nn.functional.avg_pool2d
-        elif node.op == "call_method" and node.target in _NONLINEAR_METHODS:
+        module = modules[node.target] if node.op == "call_module" else None
+        if _is_nonlinear(node, module):
             node.op, node.target, node.kwargs = "call_function", _identity, {}
             node.args = node.args[:1]
+        elif isinstance(module, nn.MaxPool2d):
+            avg = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode,
+                               count_include_pad=False)
+            _set_submodule(lin, node.target, avg)
+        elif isinstance(module, nn.AdaptiveMaxPool2d):
+            _set_submodule(lin, node.target, nn.AdaptiveAvgPool2d(module.output_size))
+        elif node.op == "call_function" and node.target is nn.functional.max_pool2d:
+            node.target = nn.functional.avg_pool2d
     lin.recompile()
     return lin
+
+
+def _is_nonlinear(node: fx.Node, module: nn.Module | None) -> bool:
+    """Whether ``node`` is a per-channel nonlinearity (:mod:`circuitatlas.ingest.ops`)."""
+    if node.op == "call_module":
+        return isinstance(module, NONLINEAR_MODULES)
+    if node.op == "call_function":
+        return node.target in NONLINEAR_FUNCTIONS
+    return node.op == "call_method" and node.target in NONLINEAR_METHODS
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -224,22 +215,10 @@ def expanded_kernels(
         raise IngestError(f"expanded weights need a spatial source layer; {src} has shape {graph.layers[src].shape}")
     center = tuple(d // 2 for d in hw_b)
     shape_a, offset = (c_a, *hw_a), (0, 0)
-    window = _crop_window(lin, ordered, downstream, a_name, shape_a, tuple(hw_b), center) if crop else None
-    if window is not None:
-        y0, y1, x0, x1 = window
-        sy, sx = hw_a[0] // hw_b[0], hw_a[1] // hw_b[1]
-        cropped_center = (center[0] - y0 // sy, center[1] - x0 // sx)
-        cropped_shape = (c_a, y1 - y0, x1 - x0)
-        probe = torch.tensor([0, c_b - 1])
-        whole = _center_gradient(lin, ordered, downstream, a_name, probe, shape_a, center)
-        part = torch.zeros_like(whole)
-        part[:, :, y0:y1, x0:x1] = _center_gradient(lin, ordered, downstream, a_name, probe, cropped_shape,
-                                                   cropped_center)
-        if torch.allclose(part, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()) + 1e-30):
-            shape_a, center, offset = cropped_shape, cropped_center, (y0, x0)
+    if crop:
+        shape_a, center, offset = _cropped(lin, ordered, downstream, a_name, c_b, shape_a, tuple(hw_b), center)
     chunk = max(1, min(c_b, max_batch_floats // max(1, 8 * shape_a[0] * shape_a[1] * shape_a[2])))
     crops: list[tuple[int, np.ndarray, tuple[int, int, int, int]]] = []
-    union: list[int] | None = None
     for start in range(0, c_b, chunk):
         js = torch.arange(start, min(c_b, start + chunk))
         g = _center_gradient(lin, ordered, downstream, a_name, js, shape_a, center).numpy()
@@ -249,15 +228,46 @@ def expanded_kernels(
         y0, y1, x0, x1 = box
         placed = (y0 + offset[0], y1 + offset[0], x0 + offset[1], x1 + offset[1])  # in src's whole map
         crops.append((start, g[:, :, y0:y1, x0:x1].copy(), placed))
-        union = list(placed) if union is None else [min(union[0], placed[0]), max(union[1], placed[1]),
-                                                    min(union[2], placed[2]), max(union[3], placed[3])]
-    if union is None:
+    return _assembled(crops, c_b, c_a)
+
+
+def _cropped(lin: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], a_name: str, c_b: int,
+             shape_a: tuple[int, int, int], hw_b: tuple[int, ...], center: tuple[int, ...]
+             ) -> tuple[tuple[int, int, int], tuple[int, ...], tuple[int, int]]:
+    """``(shape, center, offset)`` of the part of the source map to take gradients on: the
+    :func:`_crop_window`'s when it gives the whole map's gradients on two probe units, else
+    the whole map (offset (0, 0))."""
+    whole_map = (shape_a, center, (0, 0))
+    window = _crop_window(lin, ordered, downstream, a_name, shape_a, hw_b, center)
+    if window is None:
+        return whole_map
+    c_a, h_a, w_a = shape_a
+    y0, y1, x0, x1 = window
+    sy, sx = h_a // hw_b[0], w_a // hw_b[1]
+    cropped_center = (center[0] - y0 // sy, center[1] - x0 // sx)
+    cropped_shape = (c_a, y1 - y0, x1 - x0)
+    probe = torch.tensor([0, c_b - 1])
+    whole = _center_gradient(lin, ordered, downstream, a_name, probe, shape_a, center)
+    part = torch.zeros_like(whole)
+    part[:, :, y0:y1, x0:x1] = _center_gradient(lin, ordered, downstream, a_name, probe, cropped_shape,
+                                               cropped_center)
+    if torch.allclose(part, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()) + 1e-30):
+        return cropped_shape, cropped_center, (y0, x0)
+    return whole_map
+
+
+def _assembled(crops: list[tuple[int, np.ndarray, tuple[int, int, int, int]]], c_b: int, c_a: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """Chunks ``(first target, (n, c_a, h, w) gradients, (y0, y1, x0, x1) in the source map)``
+    -> ``(out_idx, in_idx, kernels, origin)`` on the window that holds them all."""
+    if not crops:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 1, 1), dtype=np.float32), (0, 0)
-    kh, kw = union[1] - union[0], union[3] - union[2]
+    top, left = min(c[2][0] for c in crops), min(c[2][2] for c in crops)
+    kh, kw = max(c[2][1] for c in crops) - top, max(c[2][3] for c in crops) - left
     full = np.zeros((c_b, c_a, kh, kw), dtype=np.float32)
     for start, g, (y0, y1, x0, x1) in crops:
-        full[start:start + g.shape[0], :, y0 - union[0]:y1 - union[0], x0 - union[2]:x1 - union[2]] = g
+        full[start:start + g.shape[0], :, y0 - top:y1 - top, x0 - left:x1 - left] = g
     nonzero = np.abs(full).reshape(c_b, c_a, -1).max(axis=2) > 0
     out_idx, in_idx = np.nonzero(nonzero)
-    return out_idx.astype(np.int64), in_idx.astype(np.int64), full[out_idx, in_idx], (union[0], union[2])
+    return out_idx.astype(np.int64), in_idx.astype(np.int64), full[out_idx, in_idx], (top, left)

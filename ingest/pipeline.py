@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 from torch import nn
@@ -13,9 +12,10 @@ from torch import nn
 from circuitatlas.ingest import rows
 from circuitatlas.ingest.bulk import bulk_write_model, choose_path
 from circuitatlas.ingest.expanded import expanded_kernels, linearise
+from circuitatlas.ingest.job import IngestJob
 from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
 from circuitatlas.ingest.sources import load_model, weights_fingerprint
-from circuitatlas.ingest.writer import IngestOptions, Part, Progress, write_model
+from circuitatlas.ingest.writer import Part, Progress, WriteJob, write_model
 from circuitatlas.queries import cypher
 from circuitatlas.store import ModelSummary, Store
 
@@ -40,37 +40,25 @@ def edge_blocks_for(graph: LayerGraph):
     return blocks
 
 
-def ingest(
-    store: Store,
-    source: str | nn.Module,
-    name: str,
-    weights: str | None = None,
-    arch: str | None = None,
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    layers: Iterable[str] | None = None,
-    mode: str = "fresh",
-    lenient: bool = False,
-    options: IngestOptions = IngestOptions(),
-    trust_pickle: bool = False,
-    progress: Progress | None = None,
-    bulk: str = "auto",
-) -> ModelSummary:
+def ingest(store: Store, source: str | nn.Module, name: str, job: IngestJob = IngestJob(),
+           progress: Progress | None = None) -> ModelSummary:
     """Load ``source``, trace it and write it to the graph as model ``name``; returns its summary.
 
-    ``bulk`` ("auto", "always", "never") picks the offline-import path of :mod:`.bulk`.
+    ``job.bulk`` ("auto", "always", "never") picks the offline-import path of :mod:`.bulk`.
     """
     began = time.monotonic()
-    loaded = load_model(source, weights=weights, arch=arch, trust_pickle=trust_pickle)
+    loaded = load_model(source, weights=job.weights, arch=job.arch, trust_pickle=job.trust_pickle)
     fingerprint = weights_fingerprint(loaded.module)  # before anything touches the module
-    graph = build_layer_graph(loaded.module, tuple(input_size), layers, lenient=lenient)
+    graph = build_layer_graph(loaded.module, job.input_size, job.layers, lenient=job.lenient)
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
-    path = choose_path(store, graph, options, mode, bulk)
+    write = WriteJob(name, graph, meta, job.edges, edge_blocks_for(graph), progress)
+    path = choose_path(store, write, job.mode, job.bulk)
     props: dict = {"ingest_path": path, "weights_sha256": fingerprint}
     if path == "bulk":
-        timings = bulk_write_model(store, name, graph, meta, options, edge_blocks_for(graph), progress=progress)
+        timings = bulk_write_model(store, write)
         props.update({f"bulk_{key}": value for key, value in timings.items()})
     else:
-        write_model(store, name, graph, meta, options, edge_blocks_for(graph), mode=mode, progress=progress)
+        write_model(store, write, mode=job.mode)
     props["ingest_seconds"] = round(time.monotonic() - began, 3)
     if loaded.truth is not None:
         props["truth"] = json.dumps(loaded.truth)

@@ -1,8 +1,15 @@
-"""LayerGraph -> rows for the store: layers, neurons, and weight edges grouped by target neuron.
+"""LayerGraph -> rows for the store: layers, neurons, FEEDS pairs, and weight edges grouped by
+target neuron, with the kernel statistics and pruning both writers share.
 
-Edge rows are generated lazily, one target neuron at a time, so a large model never sits
-in Python lists whole. A row carries every incoming edge of one target neuron from one
-source layer: ``{"dst": uid, "src": [uid...], "kernel": [[...]...], "sum": [...], ...}``.
+Edge rows are generated lazily, one target neuron at a time, so a large model never sits in
+Python lists whole. A row carries every kept incoming edge of one target neuron from one
+source layer, strongest first (see :func:`kernel_rows`)::
+
+    {"d": target id, "s": [source id, ...], "k": [the kernels' kh * kw values, concatenated],
+     "n": kh * kw, "kh": kh, "kw": kw, "sum": [...], "l1": [...], "l2": [...], "max": [...], "min": [...]}
+
+where ids are the neurons' store (element) ids and each statistic has one value per source,
+in the order of ``s`` (``queries.cypher.create_edges`` reads these keys).
 """
 
 from __future__ import annotations
@@ -12,24 +19,17 @@ from typing import Iterator
 
 import numpy as np
 
-from circuitatlas.ingest.layergraph import LayerGraph, WeightLayer
+from circuitatlas import names
+from circuitatlas.ingest.graphtypes import LayerGraph, WeightLayer
 
-__all__ = ["layer_uid", "neuron_uid", "layer_rows", "feed_pairs", "neuron_rows", "kernel_rows", "direct_blocks", "select_edges",
-           "kernel_stats", "l2_norms"]
-
-
-def layer_uid(model: str, layer: str) -> str:
-    return f"{model}/{layer}"
-
-
-def neuron_uid(model: str, layer: str, channel: int) -> str:
-    return f"{model}/{layer}:{channel}"
+__all__ = ["layer_rows", "feed_pairs", "neuron_rows", "kernel_rows", "direct_blocks",
+           "select_edges", "kernel_stats", "l2_norms"]
 
 
 def layer_rows(model: str, graph: LayerGraph) -> list[dict]:
     """One row per layer (few: kept as a list)."""
     return [
-        {"uid": layer_uid(model, info.name), "name": info.name, "kind": info.kind, "channels": info.channels,
+        {"uid": names.layer_uid(model, info.name), "name": info.name, "kind": info.kind, "channels": info.channels,
          "order": info.order, "shape": list(info.shape),
          "observed": info.name in graph.observation_layers,
          "folded_bn": (graph.weight_layers[info.name].folded_bn if info.name in graph.weight_layers else None)}
@@ -52,7 +52,7 @@ def neuron_rows(model: str, graph: LayerGraph) -> Iterator[dict]:
     for info in graph.layers.values():
         bias = graph.weight_layers[info.name].bias if info.name in graph.weight_layers else None
         for c in range(info.channels):
-            row = {"uid": neuron_uid(model, info.name, c), "layer": info.name, "channel": c}
+            row = {"uid": names.neuron_uid(model, info.name, c), "layer": info.name, "channel": c}
             if bias is not None:
                 row["bias"] = float(bias[c])
             if info.branches is not None and info.branches[c] is not None:

@@ -1,4 +1,5 @@
-"""LayerGraph -> Neo4j, in resumable parts.
+"""What an ingest writes (:class:`IngestOptions`, :class:`WriteJob`, its plan of parts), and
+the online writer: LayerGraph -> Neo4j over Bolt, in resumable parts.
 
 An ingest is a list of parts: ``nodes`` (model, layers, neurons, FEEDS), then one
 ``direct:<layer>`` per weight layer and one ``expanded:<layer>`` per observation-layer
@@ -11,22 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Iterator
 
 import numpy as np
 
+from circuitatlas import names
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest import rows
-from circuitatlas.ingest.layergraph import LayerGraph
+from circuitatlas.ingest.graphtypes import LayerGraph
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["IngestOptions", "Part", "plan_parts", "write_model", "Progress"]
+__all__ = ["IngestOptions", "Part", "Progress", "Blocks", "WriteJob", "plan_parts", "plan_fingerprint",
+           "check_finite", "write_model"]
 
 
 @dataclass(frozen=True)
 class IngestOptions:
+    """What an ingest writes (which edges, how pruned) and how fast (batches, workers)."""
+
     direct: bool = True
     expanded: bool = True
     min_l2: float = 0.0
@@ -54,7 +60,44 @@ class Progress:
     def edges(self, n: int) -> None: ...
 
 
+# part -> its edge blocks ``(src_layer, out_idx, in_idx, kernels)``, kernels (n, kh, kw)
+Blocks = Callable[[Part], Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]
+
+
+@dataclass(frozen=True, eq=False)
+class WriteJob:
+    """One model to write, by either writer: its id, graph, metadata (``arch``, ``source``,
+    ``weights``), options, where its edges come from and whom to tell about progress.
+
+    The plan (:attr:`parts`, :attr:`plan`) is worked out once, on first use.
+    """
+
+    model: str
+    graph: LayerGraph
+    meta: dict
+    options: IngestOptions
+    edge_blocks: Blocks
+    progress: Progress = field(default_factory=Progress)  # None is taken for the default
+
+    def __post_init__(self) -> None:
+        if self.progress is None:  # callers pass their optional progress straight on
+            object.__setattr__(self, "progress", Progress())
+
+    @cached_property
+    def parts(self) -> list[Part]:
+        return plan_parts(self.graph, self.options)
+
+    @cached_property
+    def plan(self) -> str:
+        return plan_fingerprint(self.graph, self.options)
+
+    @property
+    def edges_estimate(self) -> int:
+        return sum(p.edges_estimate for p in self.parts)
+
+
 def plan_parts(graph: LayerGraph, options: IngestOptions) -> list[Part]:
+    """The parts of an ingest, in order: ``nodes``, then the direct and expanded edge parts."""
     parts = [Part("nodes", None, None, None, 0)]
     if options.direct:
         for layer in graph.weight_layers.values():
@@ -69,6 +112,7 @@ def plan_parts(graph: LayerGraph, options: IngestOptions) -> list[Part]:
 
 
 def plan_fingerprint(graph: LayerGraph, options: IngestOptions) -> str:
+    """A short hash of what an ingest writes: a resume must continue the same plan."""
     spec = {
         "layers": [(i.name, i.kind, list(i.shape)) for i in graph.layers.values()],
         "observed": graph.observation_layers,
@@ -83,26 +127,34 @@ def check_finite(graph: LayerGraph) -> None:
             raise IngestError(f"layer {layer.name!r} has NaN or infinite weights; nothing was written")
 
 
-def write_model(
-    store: Store,
-    model: str,
-    graph: LayerGraph,
-    meta: dict,
-    options: IngestOptions,
-    edge_blocks: Callable[[Part], Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]],
-    mode: str = "fresh",
-    progress: Progress | None = None,
-) -> None:
-    """Write ``graph`` as model ``model``. ``mode``: "fresh" (refuse an existing id),
+def write_model(store: Store, job: WriteJob, mode: str = "fresh") -> None:
+    """Write ``job``'s graph as model ``job.model``. ``mode``: "fresh" (refuse an existing id),
     "replace" (drop it first) or "resume" (finish an interrupted ingest of the same plan).
-
-    ``edge_blocks(part)`` yields ``(src_layer, out_idx, in_idx, kernels)`` blocks for a part.
     """
-    progress = progress or Progress()
-    check_finite(graph)
+    check_finite(job.graph)
     store.ensure_schema()
-    parts = plan_parts(graph, options)
-    plan = plan_fingerprint(graph, options)
+    done = _parts_done(store, job, mode)
+    if done is None:
+        return
+    job.progress.start(sum(p.edges_estimate for p in job.parts if p.name not in done))
+    ids = _NeuronIds(store, job)
+    for part in job.parts:
+        if part.name in done:
+            continue
+        job.progress.part(part.name)
+        if part.name == "nodes":
+            store.delete_model_subgraph(job.model)
+            _write_nodes(store, job)
+        else:
+            _write_edges(store, job, part, ids)
+        store.write(cypher.MARK_PART_DONE, model=job.model, part=part.name)
+    store.write(cypher.MARK_COMPLETE, model=job.model)
+
+
+def _parts_done(store: Store, job: WriteJob, mode: str) -> set[str] | None:
+    """The parts an earlier run of ``job`` committed (None: it is complete and ``mode`` is
+    "resume"); creates the Model node when there is none to continue."""
+    model = job.model
     existing = store.read(cypher.MODEL_PLAN, model=model)
     done: set[str] = set()
     if existing:
@@ -111,8 +163,8 @@ def write_model(
             store.drop_model(model)
         elif mode == "resume":
             if status == "complete":
-                return
-            if existing[0]["plan"] != plan:
+                return None
+            if existing[0]["plan"] != job.plan:
                 raise IngestError(f"model {model!r} was started with other layers or options; use --replace")
             done = set(existing[0]["parts_done"] or [])
         elif status == "complete":
@@ -123,49 +175,49 @@ def write_model(
                 "re-run with --resume to finish it, or --replace to start over"
             )
     if not existing or mode == "replace":
-        store.write(cypher.CREATE_MODEL, model=model, plan=plan, observation_layers=graph.observation_layers,
-                    input_size=list(graph.input_shape), **meta)
+        store.write(cypher.CREATE_MODEL, model=model, plan=job.plan, observation_layers=job.graph.observation_layers,
+                    input_size=list(job.graph.input_shape), **job.meta)
+    return done
 
-    progress.start(sum(p.edges_estimate for p in parts if p.name not in done))
-    id_cache: dict[str, list[str]] = {}
 
-    def ids(layer: str) -> list[str]:
-        """Store ids of a layer's neurons by channel (looked up once per layer)."""
-        if layer not in id_cache:
-            found = store.read(cypher.NEURON_IDS, model=model, layer=layer)
-            by_channel = [""] * graph.layers[layer].channels
+class _NeuronIds:
+    """Store ids of a layer's neurons by channel, looked up once per layer."""
+
+    def __init__(self, store: Store, job: WriteJob) -> None:
+        self.store, self.job = store, job
+        self.by_layer: dict[str, list[str]] = {}
+
+    def __call__(self, layer: str) -> list[str]:
+        if layer not in self.by_layer:
+            found = self.store.read(cypher.NEURON_IDS, model=self.job.model, layer=layer)
+            by_channel = [""] * self.job.graph.layers[layer].channels
             for row in found:
                 by_channel[row["channel"]] = row["id"]
-            id_cache[layer] = by_channel
-        return id_cache[layer]
+            self.by_layer[layer] = by_channel
+        return self.by_layer[layer]
 
-    for part in parts:
-        if part.name in done:
-            continue
-        progress.part(part.name)
-        if part.name == "nodes":
-            store.delete_model_subgraph(model)
-            _write_nodes(store, model, graph, options)
-        else:
-            store.run_autocommit(cypher.delete_incoming_edges(part.rel_type), model=model, layer=part.dst,
-                                 batch=10_000)
-            query = cypher.create_edges(part.rel_type)
-            for src, out_idx, in_idx, kernels in edge_blocks(part):
-                edge_rows = rows.kernel_rows(ids(src), ids(part.dst), out_idx, in_idx, kernels,
-                                             options.min_l2, options.top_k_per_neuron)
-                store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=progress.edges,
-                                 weight=_edge_count, workers=options.workers)
-        store.write(cypher.MARK_PART_DONE, model=model, part=part.name)
-    store.write(cypher.MARK_COMPLETE, model=model)
+
+def _write_edges(store: Store, job: WriteJob, part: Part, ids: _NeuronIds) -> None:
+    """One edge part: what a killed run left of it is deleted first."""
+    options = job.options
+    store.run_autocommit(cypher.delete_incoming_edges(part.rel_type), model=job.model, layer=part.dst,
+                         batch=10_000)
+    query = cypher.create_edges(part.rel_type)
+    for src, out_idx, in_idx, kernels in job.edge_blocks(part):
+        edge_rows = rows.kernel_rows(ids(src), ids(part.dst), out_idx, in_idx, kernels,
+                                     options.min_l2, options.top_k_per_neuron)
+        store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=job.progress.edges,
+                         weight=_edge_count, workers=options.workers)
 
 
 def _edge_count(row: dict) -> int:
     return len(row["s"])
 
 
-def _write_nodes(store: Store, model: str, graph: LayerGraph, options: IngestOptions) -> None:
+def _write_nodes(store: Store, job: WriteJob) -> None:
+    model, graph, options = job.model, job.graph, job.options
     store.write(cypher.CREATE_LAYERS, model=model, rows=rows.layer_rows(model, graph))
     store.write_rows(cypher.CREATE_NEURONS, rows.neuron_rows(model, graph), batch_size=10_000, model=model)
-    feeds = [{"src": rows.layer_uid(model, a), "dst": rows.layer_uid(model, b), "kind": kind}
+    feeds = [{"src": names.layer_uid(model, a), "dst": names.layer_uid(model, b), "kind": kind}
              for a, b, kind in rows.feed_pairs(graph, options.direct, options.expanded)]
     store.write(cypher.CREATE_FEEDS, rows=feeds)

@@ -1,14 +1,15 @@
 """Every Cypher query circuitatlas runs, in one place and always parameterised.
 
 Values travel as parameters; the only text ever formatted into a query is a label
-or relationship type from this module's own constants.
+or relationship type from this module's own constants (and :mod:`circuitatlas.names`).
 """
 
 from __future__ import annotations
 
+from circuitatlas.names import EDGE_TYPES
+
 # Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
 MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif")
-EDGE_TYPES = ("WEIGHT", "EXPANDED")
 
 SCHEMA = (
     "CREATE CONSTRAINT model_id IF NOT EXISTS FOR (m:Model) REQUIRE m.id IS UNIQUE",

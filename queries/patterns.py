@@ -20,7 +20,8 @@ from typing import Any
 
 import networkx as nx
 
-from circuitatlas.queries.subgraph import REL_TYPES
+from circuitatlas.errors import InvalidInput
+from circuitatlas.names import rel_type
 from circuitatlas.store import Store
 
 __all__ = ["compile_pattern", "search", "match_networkx", "PATTERNS", "validate"]
@@ -51,15 +52,15 @@ def validate(pattern: dict) -> None:
     nodes = pattern.get("nodes")
     edges = pattern.get("edges")
     if not isinstance(nodes, dict) or not nodes or not isinstance(edges, list):
-        raise ValueError("a pattern needs 'nodes' (a non-empty dict) and 'edges' (a list)")
+        raise InvalidInput("a pattern needs 'nodes' (a non-empty dict) and 'edges' (a list)")
     for name in nodes:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,30}", str(name)):
-            raise ValueError(f"pattern node names are identifiers (letters, digits, _), not {name!r}")
+            raise InvalidInput(f"pattern node names are identifiers (letters, digits, _), not {name!r}")
     for edge in edges:
         if edge.get("src") not in nodes or edge.get("dst") not in nodes:
-            raise ValueError(f"edge {edge} names a node that the pattern does not have")
+            raise InvalidInput(f"edge {edge} names a node that the pattern does not have")
         if edge.get("sign", "+") not in ("+", "-"):
-            raise ValueError(f"edge sign must be '+' or '-', got {edge.get('sign')!r}")
+            raise InvalidInput(f"edge sign must be '+' or '-', got {edge.get('sign')!r}")
 
 
 def compile_pattern(pattern: dict, kind: str = "direct") -> tuple[str, dict[str, Any]]:
@@ -70,7 +71,7 @@ def compile_pattern(pattern: dict, kind: str = "direct") -> tuple[str, dict[str,
     a subquery computes once per candidate target before the final filter.
     """
     validate(pattern)
-    rel = REL_TYPES[kind]
+    rel = rel_type(kind)
     names = list(pattern["nodes"])
     var = {name: f"n{i}" for i, name in enumerate(names)}
     params: dict[str, Any] = {}
@@ -116,7 +117,7 @@ def search(store: Store, pattern: dict | str, model: str, kind: str = "direct") 
     """Every match of ``pattern`` (a dict or a name in :data:`PATTERNS`) in ``model``."""
     if isinstance(pattern, str):
         if pattern not in PATTERNS:
-            raise ValueError(f"no shipped pattern {pattern!r}; choose one of {', '.join(PATTERNS)} or pass a dict")
+            raise InvalidInput(f"no shipped pattern {pattern!r}; choose one of {', '.join(PATTERNS)} or pass a dict")
         pattern = PATTERNS[pattern]
     query, params = compile_pattern(pattern, kind)
     return [row["m"] for row in store.stream(query, model=model, **params)]

@@ -7,13 +7,12 @@ from typing import Iterable
 import networkx as nx
 import numpy as np
 
+from circuitatlas import names
 from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["subgraph", "REL_TYPES"]
-
-REL_TYPES = {"direct": "WEIGHT", "expanded": "EXPANDED"}
+__all__ = ["subgraph"]
 
 
 def subgraph(
@@ -30,11 +29,9 @@ def subgraph(
     kernel as a (kh, kw) numpy array under ``kernel`` plus ``sum``, ``l2``, ``max``, ``min``.
     ``top_k`` keeps each target's strongest inputs (by l2). One query, streamed.
     """
-    if kind not in REL_TYPES:
-        raise ValueError(f"kind must be one of {sorted(REL_TYPES)}, not {kind!r}")
     layers = list(layers)
     g = nx.DiGraph(model=model, kind=kind, layers=layers)
-    for row in store.stream(cypher.SUBGRAPH, model=model, layers=layers, rel_type=REL_TYPES[kind],
+    for row in store.stream(cypher.SUBGRAPH, model=model, layers=layers, rel_type=names.rel_type(kind),
                             min_l2=float(min_l2), top_k=top_k):
         if row["what"] == "node":
             props = row["props"]

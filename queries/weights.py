@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from circuitatlas import names
 from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
 __all__ = ["read_weights", "read_abs_sums", "read_edge_stat"]
 
-_REL = {"direct": "WEIGHT", "expanded": "EXPANDED"}
-
-
 def _channels(store: Store, model: str, layer: str) -> int:
-    info = store.read(cypher.LAYER_INFO, uid=f"{model}/{layer}")
+    info = store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, layer))
     if not info:
         raise NotFound(f"no layer {layer!r} in model {model!r}")
     return info[0]["channels"]
@@ -23,11 +21,9 @@ def _channels(store: Store, model: str, layer: str) -> int:
 def read_edge_stat(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct",
                    stat: str = "sum") -> np.ndarray:
     """One statistic of each kernel between two layers as an (out, in) array (absent edges: 0)."""
-    if kind not in _REL:
-        raise ValueError(f"kind must be 'direct' or 'expanded', not {kind!r}")
     out = np.zeros((_channels(store, model, dst_layer), _channels(store, model, src_layer)), dtype=np.float64)
     found = False
-    for row in store.stream(cypher.read_edge_stat(_REL[kind], stat), model=model, src=src_layer, dst=dst_layer):
+    for row in store.stream(cypher.read_edge_stat(names.rel_type(kind), stat), model=model, src=src_layer, dst=dst_layer):
         out[row["dst"], row["src"]] = row["value"]
         found = True
     if not found:
@@ -42,11 +38,9 @@ def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind
 
 def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
     """Reassemble the (out, in, kh, kw) kernels between two layers; absent edges are zeros."""
-    if kind not in _REL:
-        raise ValueError(f"kind must be 'direct' or 'expanded', not {kind!r}")
     shapes = [_channels(store, model, src_layer), _channels(store, model, dst_layer)]
     out = None
-    for row in store.stream(cypher.read_edges(_REL[kind]), model=model, src=src_layer, dst=dst_layer):
+    for row in store.stream(cypher.read_edges(names.rel_type(kind)), model=model, src=src_layer, dst=dst_layer):
         if out is None:
             out = np.zeros((shapes[1], shapes[0], row["kh"], row["kw"]), dtype=np.float32)
         kernels = np.asarray(row["kernels"], dtype=np.float32).reshape(len(row["src"]), row["kh"], row["kw"])

@@ -1,15 +1,19 @@
-"""Analysis results written back onto the graph, replacing an earlier run of the same analysis."""
+"""Analysis results written back onto the graph: every job's writes go through here, each
+replacing an earlier run of the same analysis."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any, Sequence
 
 import numpy as np
 
+from circuitatlas import names
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["svd_analysis_key", "write_clusters"]
+__all__ = ["svd_analysis_key", "write_clusters", "set_neuron_properties", "set_layer_sheet", "replace_motifs"]
 
 
 def svd_analysis_key(src: str, dst: str, kind: str, k: int | None) -> str:
@@ -35,12 +39,41 @@ def write_clusters(
     cluster_rows = []
     for side, (_, labels, _) in sides.items():
         for index in sorted(set(labels.tolist())):
-            cluster_rows.append({"uid": f"{model}/{analysis}/{side}/{index}", "side": side, "index": index,
-                                 "size": int(np.sum(labels == index))})
+            cluster_rows.append({"uid": names.cluster_uid(model, analysis, side, index), "side": side,
+                                 "index": index, "size": int(np.sum(labels == index))})
     store.write(cypher.CREATE_CLUSTERS, rows=cluster_rows, model=model, method=method, analysis=analysis, k=k,
                 src=src, dst=dst, params=json.dumps(params, sort_keys=True))
     for side, (uids, labels, coords) in sides.items():
         rows = [{"uid": uid, "index": int(label), "coords": [float(x) for x in xy],
-                 "cluster": f"{model}/{analysis}/{side}/{int(label)}"}
+                 "cluster": names.cluster_uid(model, analysis, side, label)}
                 for uid, label, xy in zip(uids, labels.tolist(), coords)]
         store.write(cypher.assign_clusters(side), rows=rows, analysis=analysis)
+
+
+def set_neuron_properties(store: Store, model: str, layer: str, props_by_channel: dict[int, dict[str, Any]]) -> None:
+    """Set properties on neurons of one layer (channel -> {property: value}); others are kept."""
+    rows = [{"uid": names.neuron_uid(model, layer, c), "props": props} for c, props in props_by_channel.items()]
+    if rows:
+        store.write(cypher.SET_NEURON_PROPERTIES, rows=rows)
+
+
+def set_layer_sheet(store: Store, model: str, layer: str, sheet: str) -> None:
+    """Link a layer to its feature-visualisation contact sheet."""
+    store.write(cypher.SET_LAYER_SHEET, uid=names.layer_uid(model, layer), sheet=sheet)
+
+
+def replace_motifs(store: Store, model: str, run: str, layers: Sequence[str], motifs: Sequence[Any]) -> None:
+    """Replace detector run ``run``'s Motif nodes with ``motifs`` (each with ``kind``, ``score``,
+    ``p_value``, ``params`` and ``members``: neuron uid -> {"role", "orientation"})."""
+    rows = [{"uid": names.motif_uid(model, run_id(run), i), "kind": m.kind, "score": float(m.score),
+             "p_value": float(m.p_value), "params": json.dumps(m.params, default=float), "layers": list(layers),
+             "members": [{"uid": uid, "role": info["role"], "orientation": info.get("orientation")}
+                         for uid, info in m.members.items()]} for i, m in enumerate(motifs)]
+    store.write(cypher.DELETE_MOTIFS, model=model, run=run)
+    if rows:
+        store.write(cypher.CREATE_MOTIFS, rows=rows, model=model, run=run)
+
+
+def run_id(run: str) -> str:
+    """A short stable id of a detector run's description."""
+    return hashlib.sha256(run.encode()).hexdigest()[:12]

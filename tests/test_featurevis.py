@@ -11,14 +11,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from circuitatlas import zoo
 from circuitatlas.analysis.featurevis import (
-    as_objective, channel, contrast_penalty, neuron, render, render_channels, render_units,
+    as_objective,
+    channel,
+    contrast_penalty,
+    neuron,
+    render,
+    render_channels,
+    render_units,
 )
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import circular_mean, layer_activations
 from circuitatlas.cli import main
 from circuitatlas.errors import RenderError
+from circuitatlas.ingest import zoo
 from tests.test_ground_truth import _angle_diff
 
 

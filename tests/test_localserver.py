@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
+from circuitatlas.config import resolve_connection
 from circuitatlas.errors import ConfigError, ServerError
 from circuitatlas.localserver import JarCache, LocalServer, ServerState, find_java, free_port
 from circuitatlas.store import Store
-from circuitatlas.config import resolve_connection
 
 
 def test_running_server_is_not_started_twice(neo4j_server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import random
 
@@ -12,6 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from circuitatlas.analysis import motifs as M
+from circuitatlas.analysis.motifs import common as motifs_common
+from circuitatlas.analysis.motifs import flip as motifs_flip
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import radial_tuning
 from circuitatlas.cli import main
@@ -19,8 +22,7 @@ from circuitatlas.queries.patterns import PATTERNS, compile_pattern, match_netwo
 
 
 def _tuning(net, layer):
-    r = radial_tuning(net.module, layer, size=33, radius=5, width=1.5)
-    return M.Tuning(r.angles, r.responses, r.preferred_deg, r.selectivity)
+    return radial_tuning(net.module, layer, size=33, radius=5, width=1.5)
 
 
 def _lines(net, layer):
@@ -273,3 +275,8 @@ def test_flip_chain_through_the_graph_matches_the_module(atlas):
                           "RETURN m.uid AS motif, collect(r.role) AS roles")
     assert len(stored) == len(found) and all(sorted(r["roles"]) == ["mirror", "unit"] for r in stored)
     atlas.drop("flipmx")
+
+
+def test_doctests():
+    for module in (motifs_common, motifs_flip):
+        assert doctest.testmod(module).failed == 0

@@ -120,8 +120,9 @@ def test_write_back_is_idempotent_and_subgraph_counts_match(atlas):
     W, in_labels, out_labels = planted_blocks(3, n_out=16, n_in=12, seed=7)
     atlas.ingest(_TwoLayers(W), "svdnet", input_size=(3, 16, 16), expanded=False)
     for _ in range(2):
-        result = atlas.analyze_svd("svdnet", "a", "b", k=3)
-        assert result.params["kind"] == "direct"
+        run = atlas.analyze_svd("svdnet", "a", "b", k=3)
+        assert run.kind == "direct" and run.analysis == "svd:direct:a->b:k=3"
+        result = run.result
         clusters = atlas.cypher("MATCH (c:Cluster {model: 'svdnet'}) RETURN c.side AS side, c.size AS size")
         assert len(clusters) == 6 and sum(c["size"] for c in clusters) == 12 + 16
         members = atlas.cypher("MATCH (n:Neuron {model: 'svdnet'})-[r:IN_CLUSTER]->(:Cluster) RETURN count(r) AS n")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from circuitatlas import zoo
 from circuitatlas.analysis import stimuli
 from circuitatlas.cli import main
+from circuitatlas.ingest import zoo
 
 
 @pytest.mark.parametrize("name", list(zoo.SPECS))

@@ -16,8 +16,8 @@ from typing import Collection, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from circuitatlas.analysis.folding import fold_batchnorm_weights
 from circuitatlas.analysis.hooks import run_to_layers
 
 __all__ = ["fold_batchnorm", "folded_for_layers"]
@@ -37,10 +37,19 @@ def fold_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> tuple[nn.Mod
                 continue
             if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
                     and bn.running_mean is not None and conv.out_channels == bn.num_features):
-                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, conv_name, _fused(conv, bn))
                 setattr(parent, bn_name, nn.Identity())
                 count += 1
     return folded, count
+
+
+def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` with ``bn`` folded into its weight and bias (in ``conv``'s dtype)."""
+    fused = copy.deepcopy(conv)
+    weight, bias = fold_batchnorm_weights(conv.weight, conv.bias, bn)
+    fused.weight = nn.Parameter(weight.to(conv.weight.dtype), conv.weight.requires_grad)
+    fused.bias = nn.Parameter(bias.to(conv.weight.dtype), conv.bias is not None and conv.bias.requires_grad)
+    return fused
 
 
 def folded_for_layers(model: nn.Module, layers: Sequence[str], size: int, device: torch.device,

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from circuitatlas.errors import InvalidInput
+
 __all__ = ["Objective", "channel", "neuron", "units", "direction", "diversity", "contrast_penalty", "as_objective",
            "INPUT"]
 
@@ -167,5 +169,5 @@ def as_objective(spec: "Objective | str") -> Objective:
         return spec
     layer, sep, n = str(spec).rpartition(":")
     if not sep or not layer or not n.strip().isdigit():
-        raise ValueError(f"expected 'layer:channel', got {spec!r}")
+        raise InvalidInput(f"expected 'layer:channel', got {spec!r}")
     return channel(layer, int(n))

@@ -17,6 +17,7 @@ from circuitatlas.analysis.featurevis.objectives import units as objective_units
 from circuitatlas.analysis.featurevis.param import fft_image, pixel_image
 from circuitatlas.analysis.featurevis.transforms import Transform, compose, standard_transforms
 from circuitatlas.analysis.hooks import run_to_layers
+from circuitatlas.errors import InvalidInput
 
 __all__ = ["RenderResult", "render", "render_channels", "render_units", "pick_device"]
 
@@ -102,18 +103,12 @@ def render(
     """
     objective = as_objective(objective)
     device = pick_device(device)
-    if dtype is not None and any(p.dtype != dtype for p in model.parameters()):
-        model = copy.deepcopy(model).to(dtype)  # the caller's model keeps its own precision
-    model = model.to(device).eval()
     on_cuda = device.type == "cuda"
-    if fold_bn:
-        model = folded_for_layers(model, [layer for layer in objective.layers if layer != INPUT], size, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _prepared(model, objective, size, device, dtype, fold_bn, channels_last)
     generator = torch.Generator().manual_seed(seed)
     make = {"fft": fft_image, "pixel": pixel_image}.get(param)
     if make is None:
-        raise ValueError(f"param must be 'fft' or 'pixel', not {param!r}")
+        raise InvalidInput(f"param must be 'fft' or 'pixel', not {param!r}")
     params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device,
                             dtype=dtype or torch.float32)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -144,6 +139,18 @@ def render(
             final = objective(_at_least_fp32(acts))
     keep = torch.float32 if dtype is None else dtype
     return RenderResult(final_images.detach().to(keep).cpu(), final.detach().cpu(), torch.stack(history))
+
+
+def _prepared(model: nn.Module, objective: Objective, size: int, device: torch.device, dtype: torch.dtype | None,
+              fold_bn: bool, channels_last: bool) -> nn.Module:
+    """The model as the optimisation runs it: in ``dtype`` (a copy: the caller's model keeps its
+    precision), on the device in eval mode, BatchNorm folded where that is exact, channels-last."""
+    if dtype is not None and any(p.dtype != dtype for p in model.parameters()):
+        model = copy.deepcopy(model).to(dtype)
+    model = model.to(device).eval()
+    if fold_bn:
+        model = folded_for_layers(model, [layer for layer in objective.layers if layer != INPUT], size, device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def _at_least_fp32(acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,102 @@
+"""What every motif detector shares: the :class:`Motif` finding, angle helpers, and the
+permutation null (kernels reassigned to random unit pairs, max statistic over candidates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Motif", "mirror_angle", "shuffle_weights", "kernel_sums", "permutation_p_values"]
+
+
+@dataclass
+class Motif:
+    """One finding of a detector.
+
+    Attributes
+    ----------
+    kind : str
+        The detector, e.g. ``"rotation_equivariance"``.
+    members : dict
+        ``"<layer>:<channel>"`` -> ``{"role": ..., "orientation": ...}`` (orientation where known).
+    score : float
+        The detector's statistic for this candidate (larger is stronger).
+    p_value : float
+        From the permutation null, see :func:`permutation_p_values`.
+    params : dict
+        Detector-specific details (profiles, ``n_perm``, ``layers``); JSON-serialisable.
+    """
+
+    kind: str
+    members: dict[str, dict]
+    score: float
+    p_value: float
+    params: dict = field(default_factory=dict)
+
+
+def _wrap(deg: np.ndarray | float) -> np.ndarray:
+    """Angles wrapped into [-180, 180) degrees."""
+    return (np.asarray(deg) + 180.0) % 360.0 - 180.0
+
+
+def mirror_angle(deg: np.ndarray | float) -> np.ndarray:
+    """The orientation of the horizontal mirror image (left-right flip): 180 - angle, in [0, 360).
+
+    >>> mirror_angle(np.array([0.0, 30.0, 90.0, 200.0])).tolist()
+    [180.0, 150.0, 90.0, 340.0]
+    """
+    return (180.0 - np.asarray(deg)) % 360.0
+
+
+def shuffle_weights(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Kernels of ``W`` (out, in, ...) reassigned to random (out, in) pairs: the permutation null
+    of every detector. On kernel sums (out, in) it permutes the entries."""
+    out, inp = W.shape[:2]
+    flat = W.reshape(out * inp, *W.shape[2:])
+    return flat[rng.permutation(out * inp)].reshape(W.shape)
+
+
+def kernel_sums(W: np.ndarray) -> np.ndarray:
+    """Each kernel's sum (out, in) as float64, from (out, in, kh, kw) kernels or (out, in) sums."""
+    return np.asarray(W.sum(axis=(2, 3)) if W.ndim == 4 else W, dtype=np.float64)
+
+
+def _p_value(observed: float, null_max: np.ndarray) -> float:
+    return float((1 + np.sum(null_max >= observed - 1e-12)) / (1 + len(null_max)))
+
+
+def permutation_p_values(
+    observed: Sequence[float],
+    statistic: Callable[..., float],
+    weights: Sequence[np.ndarray],
+    n_perm: int,
+    rng: np.random.Generator,
+) -> list[float]:
+    """Max-statistic permutation p-values of the ``observed`` candidate scores.
+
+    Parameters
+    ----------
+    observed : sequence of float
+        Score of each candidate found in the real weights.
+    statistic : callable
+        ``statistic(*shuffled)``: the best candidate's score in shuffled weights (0 if none).
+    weights : sequence of arrays
+        The weight arrays (out, in, ...) to shuffle, each with :func:`shuffle_weights`, in order.
+    n_perm : int
+        Number of shuffles.
+    rng : numpy.random.Generator
+        The only source of randomness.
+
+    Returns
+    -------
+    list of float
+        p = (1 + #{shuffles whose best score is at least the candidate's}) / (1 + n_perm).
+
+    >>> rng = np.random.default_rng(0)
+    >>> permutation_p_values([9.0], lambda w: float(w[0, 0]), [np.arange(4.0).reshape(2, 2)], 9, rng)
+    [0.1]
+    """
+    null = np.array([statistic(*(shuffle_weights(w, rng) for w in weights)) for _ in range(n_perm)])
+    return [_p_value(score, null) for score in observed]

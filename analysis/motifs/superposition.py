@@ -1,0 +1,93 @@
+"""Superposition: a unit whose positive output spreads over several polysemantic carriers
+downstream, none of them dominant."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from circuitatlas.analysis.motifs.common import Motif, kernel_sums, permutation_p_values
+
+__all__ = ["superposition"]
+
+
+def _can_carry(class_responses: np.ndarray, class_responses_in: np.ndarray | None, n_in: int,
+               polysemantic_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which targets are polysemantic (B,), and which may carry each unit's feature (B, A): a
+    polysemantic target that, when ``class_responses_in`` is given, responds to the unit's
+    preferred class."""
+    peak = class_responses.max(axis=0)
+    responds = class_responses >= polysemantic_level * np.where(peak > 0, peak, np.inf)[None, :]  # (classes, B)
+    poly = responds.sum(axis=0) >= 2
+    carries = np.repeat(poly[:, None], n_in, axis=1)
+    if class_responses_in is not None:
+        carries &= responds[np.argmax(class_responses_in, axis=0)].T
+    return poly, carries
+
+
+def _spread_scores(s: np.ndarray, carries: np.ndarray, min_targets: int, dominance: float, secondary: float,
+                   min_input_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Score of every unit of A (0 where it is no candidate) and the carrier mask (B, A), from
+    kernel sums ``s`` (B, A) and the targets that may carry each unit (``carries``, (B, A))."""
+    o = np.clip(s, 0, None)
+    strongest_in = np.maximum(s.max(axis=1), 1e-12)[:, None]  # each target's strongest positive input
+    # carriers: clear positive targets in which the unit is a secondary input
+    input_share = o / np.maximum(o.sum(axis=1, keepdims=True), 1e-12)  # of the target's excitation
+    carriers = (o >= 0.2 * o.max(axis=0)[None, :]) & (input_share >= min_input_share) & (o <= secondary * strongest_in)
+    oc = np.where(carriers, o, 0.0)
+    total = oc.sum(axis=0)
+    n_carriers = carriers.sum(axis=0)
+    ok = (total > 0) & (oc.max(axis=0) <= dominance * np.where(total > 0, total, np.inf)) & (n_carriers >= min_targets)
+    pr = np.where(ok, total**2 / np.maximum((oc**2).sum(axis=0), 1e-300), 0.0)
+    poly_frac = (carriers & carries).sum(axis=0) / np.maximum(n_carriers, 1)
+    positive = o.sum(axis=0) / np.maximum(np.abs(s).sum(axis=0), 1e-300)  # excitation, not a mix of signs
+    return np.where(ok, pr * poly_frac * positive**2, 0.0), carriers
+
+
+def superposition(
+    W: np.ndarray,
+    class_responses: np.ndarray,
+    layers: tuple[str, str] = ("A", "B"),
+    min_targets: int = 3,
+    dominance: float = 0.5,
+    polysemantic_level: float = 0.25,
+    secondary: float = 0.6,
+    min_input_share: float = 0.15,
+    class_responses_in: np.ndarray | None = None,
+    n_perm: int = 200,
+    alpha: float = 0.01,
+    seed: int = 0,
+) -> list[Motif]:
+    """A unit of layer A whose positive output spreads over several *carriers* in layer B with no
+    dominant one.
+
+    ``W`` is (B, A, kh, kw) or kernel sums (B, A). A carrier takes a clear part of the unit's
+    output (at least 0.2 of its largest weight), at least ``min_input_share`` of the target's own
+    excitatory input, and the unit is a secondary input there (at most ``secondary`` of the
+    target's strongest). Carriers should be polysemantic: respond to at least two stimulus classes
+    of ``class_responses`` (n_classes, C_B) at ``polysemantic_level`` of their maximum and, when
+    ``class_responses_in`` (n_classes, C_A) is given, to the unit's own preferred class among them.
+
+    Score: the participation ratio of the weights to the carriers, times the fraction of
+    carriers that are polysemantic, times the squared fraction of the unit's outgoing weight that
+    is excitatory. At least ``min_targets`` carriers. Members: ``feature`` and its ``carrier`` s.
+    """
+    sums = kernel_sums(W)  # (B, A)
+    poly, carries = _can_carry(class_responses, class_responses_in, sums.shape[1], polysemantic_level)
+    thresholds = (min_targets, dominance, secondary, min_input_share)
+    scores, target_mask = _spread_scores(sums, carries, *thresholds)
+    found = [(float(scores[f]), f, np.flatnonzero(target_mask[:, f]).tolist()) for f in np.flatnonzero(scores > 0)]
+    if not found:
+        return []
+    p_values = permutation_p_values([c[0] for c in found], lambda s: _spread_scores(s, carries, *thresholds)[0].max(),
+                                    [sums], n_perm, np.random.default_rng(seed))
+    motifs = []
+    for (score, f, targets), p in zip(found, p_values):
+        if p >= alpha or score <= 0:
+            continue
+        members = {f"{layers[0]}:{f}": {"role": "feature"}}
+        members.update({f"{layers[1]}:{t}": {"role": "carrier"} for t in targets})
+        positive = np.clip(sums[:, f], 0, None)
+        motifs.append(Motif("superposition", members, score, p, {
+            "participation_ratio": float(positive.sum() ** 2 / (positive**2).sum()),
+            "polysemantic_targets": int(poly[targets].sum()), "n_perm": n_perm, "layers": list(layers)}))
+    return motifs

@@ -1,0 +1,88 @@
+"""Files that analyses write (feature-visualisation PNGs and their sidecars, contact sheets,
+dataset-example crops, plots): every path is built here, under the artifacts folder
+(:func:`circuitatlas.paths.artifacts_dir`), and a path that would leave it is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from circuitatlas import paths
+from circuitatlas.errors import InvalidInput
+
+__all__ = ["inside", "content_key", "render_paths", "save_render", "load_render", "contact_sheet_path",
+           "save_contact_sheet", "save_example_crops"]
+
+
+def inside(*parts: str, root: Path | None = None) -> Path:
+    """``root / parts...`` (default root: the artifacts folder), refused with InvalidInput when it
+    resolves outside the root (a model id or layer name such as ``../../x`` or ``/tmp/x``)."""
+    base = (root or paths.artifacts_dir()).resolve()
+    path = base.joinpath(*parts).resolve()
+    if path != base and base not in path.parents:
+        raise InvalidInput(f"{'/'.join(parts)!r} would put a file outside {base}")
+    return path
+
+
+def content_key(spec: Any, length: int = 24) -> str:
+    """A hex SHA-256 of ``spec`` as canonical JSON: equal specs, equal keys."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def render_paths(key: str) -> tuple[Path, Path]:
+    """The content-addressed PNG of one feature visualisation and the JSON beside it."""
+    return inside("featurevis", f"{key}.png"), inside("featurevis", f"{key}.json")
+
+
+def save_render(key: str, image: np.ndarray, sidecar: dict[str, Any]) -> Path:
+    """Save an (H, W, 3) image in [0, 1] as ``key``'s PNG, then its sidecar JSON (written last:
+    a PNG without one counts as not saved)."""
+    png, side = render_paths(key)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(png)
+    side.write_text(json.dumps(sidecar))
+    return png
+
+
+def load_render(key: str) -> tuple[Path, dict[str, Any]] | None:
+    """``(png, sidecar)`` of an earlier render with this key, or None."""
+    png, side = render_paths(key)
+    if not (png.exists() and side.exists()):
+        return None
+    return png, json.loads(side.read_text())
+
+
+def contact_sheet_path(model: str, layer: str) -> Path:
+    return inside(model, f"featurevis-{layer}.png")
+
+
+def save_contact_sheet(images: Sequence[str | Path], path: Path, columns: int = 16, cell: int = 64) -> Path:
+    """All images in a grid, ``cell`` px each, saved to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = max(1, (len(images) + columns - 1) // columns)
+    sheet = Image.new("RGB", (min(columns, max(1, len(images))) * cell, rows * cell), "white")
+    for i, file in enumerate(images):
+        with Image.open(file) as img:
+            sheet.paste(img.convert("RGB").resize((cell, cell)), ((i % columns) * cell, (i // columns) * cell))
+    sheet.save(path)
+    return path
+
+
+def save_example_crops(model: str, layer: str, channel: int, crops: Sequence[tuple[int, np.ndarray]],
+                       out_dir: str | Path | None = None) -> list[str]:
+    """Save one unit's top dataset-example crops ((image index, (h, w, 3) crop in [0, 1]) in rank
+    order) as PNGs, doubled in size (at least 32 px); returns their paths."""
+    folder = inside(str(channel), root=Path(out_dir)) if out_dir else inside(model, "examples", layer, str(channel))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for rank, (index, crop) in enumerate(crops):
+        path = folder / f"{rank:02d}-img{index}.png"
+        Image.fromarray((np.clip(crop, 0, 1) * 255).astype(np.uint8)).resize(
+            (max(32, crop.shape[1] * 2), max(32, crop.shape[0] * 2)), Image.NEAREST).save(path)
+        files.append(str(path))
+    return files

@@ -1,0 +1,122 @@
+"""Feature visualisation of whole layers: one image per unit, rendered in batches across
+layers, saved content-addressed (model source, weights fingerprint, plan, unit, settings) so that
+a re-ingest of the same weights links the images again instead of rendering them, each batch
+stored as soon as it is done, and a contact sheet per layer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from circuitatlas import artifacts
+from circuitatlas.analysis.featurevis import RenderSettings, render_units
+from circuitatlas.errors import InvalidInput, NotFound, RenderError
+from circuitatlas.jobs.network import network
+from circuitatlas.queries.models import featurevis_keys, featurevis_paths, model_layers, model_meta
+from circuitatlas.queries.writeback import set_layer_sheet, set_neuron_properties
+from circuitatlas.store import Store
+
+__all__ = ["featurevis"]
+
+Unit = tuple[str, int]
+
+
+class _Keys:
+    """The content key of each unit's image: what was rendered, from which weights, and how."""
+
+    def __init__(self, meta: dict[str, Any], settings: RenderSettings) -> None:
+        self.identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan", "weights_sha256")}
+        self.settings = settings.identity()
+
+    def __call__(self, layer: str, channel: int) -> str:
+        return artifacts.content_key([self.identity, layer, channel, self.settings])
+
+
+def _checked(store: Store, model: str, layers: Iterable[str],
+             channels: Iterable[int] | None) -> tuple[list[str], dict[str, list[int]]]:
+    """Layers in network order and the channels wanted of each; a bad name or channel is refused
+    before anything renders."""
+    known = {row["name"]: row for row in model_layers(store, model)}
+    layers = list(dict.fromkeys(layers))
+    for layer in layers:
+        if layer not in known:
+            raise NotFound(f"no layer {layer!r} in model {model!r} (see `circuitatlas layers {model}`)")
+    layers.sort(key=lambda layer: known[layer]["order"])
+    chosen = None if channels is None else [int(c) for c in channels]  # read once: it may be a generator
+    wanted = {layer: list(range(known[layer]["channels"])) if chosen is None else list(chosen) for layer in layers}
+    for layer, listed in wanted.items():
+        bad = [c for c in listed if not 0 <= c < known[layer]["channels"]]
+        if bad:
+            raise InvalidInput(f"channel {bad[0]} is not in {layer} ({known[layer]['channels']} channels)")
+    return layers, wanted
+
+
+def _props(key: str, png: Any, activation: float) -> dict[str, Any]:
+    return {"featurevis": str(png), "featurevis_key": key, "featurevis_activation": activation}
+
+
+def _link_earlier(store: Store, model: str, layer: str, listed: list[int], key: _Keys) -> tuple[list[int], int]:
+    """Link units whose image exists from an earlier render (another ingest of the same weights);
+    returns the channels still to render and how many were linked."""
+    linked_now = featurevis_keys(store, model, layer)
+    todo, relink = [], {}
+    for c in listed:
+        k = key(layer, c)
+        found = artifacts.load_render(k)
+        if found is None:
+            todo.append(c)
+        elif linked_now.get(c) != k:
+            relink[c] = _props(k, found[0], found[1]["activation"])
+    set_neuron_properties(store, model, layer, relink)
+    return todo, len(relink)
+
+
+def _store_batch(store: Store, model: str, key: _Keys, settings: RenderSettings) -> Callable:
+    """``on_chunk`` for render_units: each batch's images saved and linked as soon as it is done."""
+
+    def save(group: list[Unit], part: Any) -> None:
+        props: dict[str, dict[int, dict]] = {}
+        for i, (layer, c) in enumerate(group):
+            k, activation = key(layer, c), float(part.activations[i])
+            png = artifacts.save_render(k, part.images[i].permute(1, 2, 0).numpy(),
+                                        {"activation": activation, "layer": layer, "channel": c,
+                                         "settings": settings.identity()})
+            props.setdefault(layer, {})[c] = _props(k, png, activation)
+        for layer, by_channel in props.items():
+            set_neuron_properties(store, model, layer, by_channel)
+
+    return save
+
+
+def featurevis(store: Store, model: str, layers: Iterable[str], channels: Iterable[int] | None = None,
+               settings: RenderSettings = RenderSettings(), device: str | None = None, chunk: int | None = None,
+               module: nn.Module | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Render the units of ``layers`` that have no image for these settings yet; returns one
+    report per layer in network order (``layer``, ``rendered``, ``skipped`` of which ``linked``,
+    ``sheet``, ``channels``). ``progress(n)`` counts units done."""
+    layers, wanted = _checked(store, model, layers, channels)
+    key = _Keys(model_meta(store, model), settings)
+    todo, linked = {}, {}
+    for layer in layers:
+        todo[layer], linked[layer] = _link_earlier(store, model, layer, wanted[layer], key)
+    units = [(layer, c) for layer in layers for c in todo[layer]]
+    if units:
+        net = network(store, model, module)
+        try:
+            render_units(net, units, chunk=chunk, progress=progress, on_chunk=_store_batch(store, model, key, settings),
+                         device=device, **settings.render_kwargs())
+        except torch.OutOfMemoryError:
+            raise RenderError(f"out of device memory rendering one channel at a time at {settings.size} px: "
+                              "try a smaller --size or --device cpu") from None
+    elif progress is not None:
+        progress(0)
+    reports = []
+    for layer in layers:
+        sheet = artifacts.save_contact_sheet(featurevis_paths(store, model, layer),
+                                             artifacts.contact_sheet_path(model, layer))
+        set_layer_sheet(store, model, layer, str(sheet))
+        reports.append({"layer": layer, "rendered": len(todo[layer]), "skipped": len(wanted[layer]) - len(todo[layer]),
+                        "linked": linked[layer], "sheet": str(sheet), "channels": wanted[layer]})
+    return reports

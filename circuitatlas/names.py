@@ -1,0 +1,95 @@
+"""Names defined once: the uids of layers, neurons, motifs and clusters (built and parsed here
+only), the edge kinds and their relationship types, and the motif kinds with their layer counts.
+
+A layer is its dotted ``named_modules()`` path and never holds ``/`` or ``:``; a model id may hold
+anything but those two, so every uid parses back without ambiguity:
+
+>>> neuron_uid("demo", "block1.branch2.0", 3)
+'demo/block1.branch2.0:3'
+>>> parse_neuron_uid("demo/block1.branch2.0:3")
+('demo', 'block1.branch2.0', 3)
+>>> parse_unit("mid:7")
+('mid', 7)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from circuitatlas.errors import InvalidInput
+
+__all__ = [
+    "layer_uid", "neuron_uid", "unit", "parse_unit", "parse_neuron_uid", "motif_uid", "cluster_uid",
+    "REL_TYPES", "EDGE_TYPES", "rel_type", "MOTIF_LAYERS", "MOTIF_KINDS", "check_motif_layers",
+]
+
+
+def layer_uid(model: str, layer: str) -> str:
+    """``"<model>/<layer>"``."""
+    return f"{model}/{layer}"
+
+
+def neuron_uid(model: str, layer: str, channel: int) -> str:
+    """``"<model>/<layer>:<channel>"``."""
+    return f"{model}/{layer}:{int(channel)}"
+
+
+def unit(layer: str, channel: int) -> str:
+    """A unit within one model, as the analyses name motif members: ``"<layer>:<channel>"``."""
+    return f"{layer}:{int(channel)}"
+
+
+def parse_unit(name: str) -> tuple[str, int]:
+    """``"<layer>:<channel>"`` (or a whole neuron uid) -> ``(layer, channel)``."""
+    layer, sep, channel = name.rpartition(":")
+    if not sep or not channel.isdigit():
+        raise ValueError(f"{name!r} is not '<layer>:<channel>'")
+    return layer.rpartition("/")[2], int(channel)
+
+
+def parse_neuron_uid(uid: str) -> tuple[str, str, int]:
+    """``"<model>/<layer>:<channel>"`` -> ``(model, layer, channel)``."""
+    model, sep, _ = uid.rpartition("/")
+    if not sep:
+        raise ValueError(f"{uid!r} is not '<model>/<layer>:<channel>'")
+    layer, channel = parse_unit(uid)
+    return model, layer, channel
+
+
+def motif_uid(model: str, run: str, index: int) -> str:
+    """One finding of one detector run: ``"<model>/motif/<run>/<index>"``."""
+    return f"{model}/motif/{run}/{index}"
+
+
+def cluster_uid(model: str, analysis: str, side: str, index: int) -> str:
+    """One cluster of one side of an analysis: ``"<model>/<analysis>/<side>/<index>"``."""
+    return f"{model}/{analysis}/{side}/{int(index)}"
+
+
+# edge kinds as the API names them -> relationship types in the graph
+REL_TYPES = {"direct": "WEIGHT", "expanded": "EXPANDED"}
+EDGE_TYPES = tuple(REL_TYPES.values())
+
+
+def rel_type(kind: str) -> str:
+    """The relationship type of an edge kind ("direct" -> WEIGHT, "expanded" -> EXPANDED)."""
+    if kind not in REL_TYPES:
+        raise InvalidInput(f"kind must be one of {', '.join(REL_TYPES)}, not {kind!r}")
+    return REL_TYPES[kind]
+
+
+# motif kind -> the number of layers it takes (flip_equivariance: a chain of at least that many)
+MOTIF_LAYERS = {"rotation_equivariance": 2, "flip_equivariance": 2, "union_over_cases": 3, "superposition": 2}
+MOTIF_KINDS = tuple(MOTIF_LAYERS)
+_CHAINS = {"flip_equivariance"}
+
+
+def check_motif_layers(kind: str, layers: Sequence[str]) -> None:
+    """Raise InvalidInput unless ``kind`` is a motif kind and ``layers`` has as many layers as it takes."""
+    if kind not in MOTIF_LAYERS:
+        raise InvalidInput(f"unknown motif kind {kind!r}; choose one of {', '.join(MOTIF_KINDS)}")
+    needed = MOTIF_LAYERS[kind]
+    if len(layers) == needed or (kind in _CHAINS and len(layers) > needed):
+        return
+    more = " or more" if kind in _CHAINS else ""
+    raise InvalidInput(f"{kind} takes {needed} layers{more}, got {len(layers)}")

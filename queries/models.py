@@ -1,0 +1,68 @@
+"""What the graph says about one model: its Model node, its layers, one layer's neurons, tuning
+and feature-visualisation links, and its motifs, as plain dicts and lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from circuitatlas import names
+from circuitatlas.errors import NotFound
+from circuitatlas.queries import cypher
+from circuitatlas.store import Store
+
+__all__ = ["model_meta", "input_size", "model_layers", "layer_info", "layer_neurons", "layer_tuning",
+           "featurevis_keys", "featurevis_paths", "list_motifs"]
+
+
+def model_meta(store: Store, model: str) -> dict[str, Any]:
+    """The Model node's properties; NotFound for an unknown id."""
+    rows = store.read(cypher.MODEL_META, model=model)
+    if not rows:
+        raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
+    return rows[0]["meta"]
+
+
+def input_size(meta: dict[str, Any], default: int = 64) -> int:
+    """The image side (px) the model was traced at, for stimuli and renders."""
+    return int((meta.get("input_size") or [3, default, default])[1])
+
+
+def model_layers(store: Store, model: str, observed: bool = False) -> list[dict[str, Any]]:
+    """Layers in topological order (``name``, ``kind``, ``order``, ``channels``, ``shape``,
+    ``observed``, ``featurevis_sheet``); only observation layers with ``observed``."""
+    model_meta(store, model)
+    return store.read(cypher.MODEL_LAYERS, model=model, observed=observed)
+
+
+def layer_info(store: Store, model: str, layer: str) -> dict[str, Any]:
+    """One layer's ``channels``, ``kind`` and ``shape``; NotFound when the model has no such layer."""
+    rows = store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, layer))
+    if not rows:
+        raise NotFound(f"no layer {layer!r} in model {model!r} (see `circuitatlas layers {model}`)")
+    return rows[0]
+
+
+def layer_neurons(store: Store, model: str, layer: str) -> list[dict[str, Any]]:
+    """``channel``, ``uid`` and ``branch`` of each neuron of a layer, by channel."""
+    return store.read(cypher.LAYER_NEURONS, model=model, layer=layer)
+
+
+def layer_tuning(store: Store, model: str, layer: str) -> list[dict[str, Any]]:
+    """Stored tuning of each neuron (``channel``, ``orientation``, ``selectivity``, ``tuning``,
+    ``angles``; None where not measured), by channel."""
+    return store.read(cypher.LAYER_TUNING, model=model, layer=layer)
+
+
+def featurevis_keys(store: Store, model: str, layer: str) -> dict[int, str | None]:
+    """channel -> the key of the render linked to that neuron (None where none is)."""
+    return {row["c"]: row["k"] for row in store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
+
+
+def featurevis_paths(store: Store, model: str, layer: str) -> list[str]:
+    """The linked feature-visualisation PNGs of a layer, by channel."""
+    return [row["path"] for row in store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)]
+
+
+def list_motifs(store: Store, model: str) -> list[dict[str, Any]]:
+    """Stored motifs of a model with members, roles, scores and p-values."""
+    return store.read(cypher.LIST_MOTIFS, model=model)
