@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from circuitatlas.analysis.tuning import layer_activations, receptive_field
+from circuitatlas.errors import InvalidInput
 
 __all__ = ["Example", "top_examples", "load_images"]
 
@@ -31,7 +32,7 @@ def load_images(folder: str | Path, size: int, limit: int | None = None) -> tupl
     ``size``: (n, size, size, 3) floats in [0, 1] and their paths, in sorted order."""
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)[:limit]
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {folder}")
+        raise InvalidInput(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {folder}")
     out = []
     for path in files:
         img = Image.open(path).convert("RGB")

@@ -57,5 +57,5 @@ def run_to_layers(model: nn.Module, layers: Sequence[str], images: torch.Tensor)
             pass
     missing = [layer for layer in layers if layer not in store]
     if missing:
-        raise ValueError(f"layers {missing} were not reached by the forward pass")
+        raise InvalidInput(f"layers {missing} were not reached by the forward pass")
     return dict(store)

@@ -18,6 +18,7 @@ from torch import nn
 
 from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
+from circuitatlas.errors import InvalidInput
 
 __all__ = ["TuningResult", "ReceptiveField", "layer_activations", "receptive_field", "radial_tuning",
            "curvature_tuning", "circular_mean"]
@@ -149,7 +150,7 @@ def radial_tuning(
     angles = np.arange(n_angles) * 360.0 / n_angles
     fn = stimuli.STIMULI.get(stimulus)
     if fn is None or "orientation" not in fn.__code__.co_varnames:
-        raise ValueError(f"stimulus {stimulus!r} has no orientation to rotate; "
+        raise InvalidInput(f"stimulus {stimulus!r} has no orientation to rotate; "
                          f"choose one of {sorted(n for n, f in stimuli.STIMULI.items() if 'orientation' in f.__code__.co_varnames)}")
     params = {"size": size, **stimulus_params}
     if "position" in fn.__code__.co_varnames and "position" not in params:

@@ -22,9 +22,10 @@ __all__ = ["inside", "content_key", "render_paths", "save_render", "load_render"
 def inside(*parts: str, root: Path | None = None) -> Path:
     """``root / parts...`` (default root: the artifacts folder), refused with InvalidInput when it
     resolves outside the root (a model id or layer name such as ``../../x`` or ``/tmp/x``)."""
-    base = (root or paths.artifacts_dir()).resolve()
-    path = base.joinpath(*parts).resolve()
-    if path != base and base not in path.parents:
+    base = root or paths.artifacts_dir()
+    path = base.joinpath(*parts)
+    real_base, real = base.resolve(), path.resolve()
+    if real != real_base and real_base not in real.parents:
         raise InvalidInput(f"{'/'.join(parts)!r} would put a file outside {base}")
     return path
 

@@ -40,6 +40,8 @@ class ConnectionSettings:
 def resolve_connection(settings: ConnectionSettings | None = None, **fields: str | Path | None) -> Connection:
     """Settle the connection: ``settings`` (or its fields as keywords) win, then
     NEO4J_URI/USER/PASSWORD/DATABASE, then the local server's state file (``circuitatlas db start``)."""
+    if settings is not None and fields:
+        raise TypeError(f"pass settings or their fields as keywords, not both ({', '.join(fields)})")
     asked = settings or ConnectionSettings(**fields)
     uri, user, password, database, state_dir = (asked.uri, asked.user, asked.password, asked.database,
                                                  asked.state_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from circuitatlas import artifacts, names
 from circuitatlas.ingest import zoo
+from circuitatlas.ingest.builtin import TinyNet, _Block  # noqa: F401  (pickles of the demo net name this module)
 
 DEMO_QUERIES = (
     ("the strongest direct inputs of one first-layer neuron",

@@ -43,7 +43,7 @@ def parse_unit(name: str) -> tuple[str, int]:
     """``"<layer>:<channel>"`` (or a whole neuron uid) -> ``(layer, channel)``."""
     layer, sep, channel = name.rpartition(":")
     if not sep or not channel.isdigit():
-        raise ValueError(f"{name!r} is not '<layer>:<channel>'")
+        raise InvalidInput(f"{name!r} is not '<layer>:<channel>'")
     return layer.rpartition("/")[2], int(channel)
 
 
@@ -51,7 +51,7 @@ def parse_neuron_uid(uid: str) -> tuple[str, str, int]:
     """``"<model>/<layer>:<channel>"`` -> ``(model, layer, channel)``."""
     model, sep, _ = uid.rpartition("/")
     if not sep:
-        raise ValueError(f"{uid!r} is not '<model>/<layer>:<channel>'")
+        raise InvalidInput(f"{uid!r} is not '<model>/<layer>:<channel>'")
     layer, channel = parse_unit(uid)
     return model, layer, channel
 

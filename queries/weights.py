@@ -21,9 +21,10 @@ def _channels(store: Store, model: str, layer: str) -> int:
 def read_edge_stat(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct",
                    stat: str = "sum") -> np.ndarray:
     """One statistic of each kernel between two layers as an (out, in) array (absent edges: 0)."""
+    rel = names.rel_type(kind)
     out = np.zeros((_channels(store, model, dst_layer), _channels(store, model, src_layer)), dtype=np.float64)
     found = False
-    for row in store.stream(cypher.read_edge_stat(names.rel_type(kind), stat), model=model, src=src_layer, dst=dst_layer):
+    for row in store.stream(cypher.read_edge_stat(rel, stat), model=model, src=src_layer, dst=dst_layer):
         out[row["dst"], row["src"]] = row["value"]
         found = True
     if not found:
@@ -38,9 +39,10 @@ def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind
 
 def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
     """Reassemble the (out, in, kh, kw) kernels between two layers; absent edges are zeros."""
+    rel = names.rel_type(kind)
     shapes = [_channels(store, model, src_layer), _channels(store, model, dst_layer)]
     out = None
-    for row in store.stream(cypher.read_edges(names.rel_type(kind)), model=model, src=src_layer, dst=dst_layer):
+    for row in store.stream(cypher.read_edges(rel), model=model, src=src_layer, dst=dst_layer):
         if out is None:
             out = np.zeros((shapes[1], shapes[0], row["kh"], row["kw"]), dtype=np.float32)
         kernels = np.asarray(row["kernels"], dtype=np.float32).reshape(len(row["src"]), row["kh"], row["kw"])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from circuitatlas.analysis.motifs.common import Motif, _wrap, kernel_sums, permutation_p_values
+from circuitatlas.names import unit
 
 if TYPE_CHECKING:
     from circuitatlas.analysis.tuning import TuningResult
@@ -119,9 +120,9 @@ def rotation_equivariance(
         if p >= alpha:
             continue
         _, profile = _family_pair_fit(sums, fi, fo, tuning_in, tuning_out, n_bins)
-        members = {f"{layers[0]}:{c}": {"role": "upstream", "orientation": float(tuning_in.preferred_deg[c])}
+        members = {unit(layers[0], c): {"role": "upstream", "orientation": float(tuning_in.preferred_deg[c])}
                    for c in fi}
-        members.update({f"{layers[1]}:{c}": {"role": "downstream", "orientation": float(tuning_out.preferred_deg[c])}
+        members.update({unit(layers[1], c): {"role": "downstream", "orientation": float(tuning_out.preferred_deg[c])}
                         for c in fo})
         motifs.append(Motif("rotation_equivariance", members, score, p, {
             "profile": [float(v) for v in profile], "bins_deg": [b * 360.0 / n_bins for b in range(n_bins)],

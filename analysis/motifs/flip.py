@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from circuitatlas.analysis.motifs.common import Motif, _wrap, mirror_angle, permutation_p_values
+from circuitatlas.names import unit
 
 if TYPE_CHECKING:
     from circuitatlas.analysis.tuning import TuningResult
@@ -152,10 +153,10 @@ def flip_equivariance(
     for (score, j, k), p in zip(found, p_values):
         if p >= alpha:
             continue
-        members = {f"{layers[1]}:{j}": {"role": "unit"}, f"{layers[1]}:{k}": {"role": "mirror"}}
+        members = {unit(layers[1], j): {"role": "unit"}, unit(layers[1], k): {"role": "mirror"}}
         if tuning_out is not None:
             for c in (j, k):
-                members[f"{layers[1]}:{c}"]["orientation"] = float(tuning_out.preferred_deg[c])
+                members[unit(layers[1], c)]["orientation"] = float(tuning_out.preferred_deg[c])
         motifs.append(Motif("flip_equivariance", members, score, p, {
             "self_similarity": [float(own[j]), float(own[k])], "n_perm": n_perm, "layers": list(layers)}))
     return motifs

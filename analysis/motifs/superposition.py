@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from circuitatlas.analysis.motifs.common import Motif, kernel_sums, permutation_p_values
+from circuitatlas.names import unit
 
 __all__ = ["superposition"]
 
@@ -84,8 +85,8 @@ def superposition(
     for (score, f, targets), p in zip(found, p_values):
         if p >= alpha or score <= 0:
             continue
-        members = {f"{layers[0]}:{f}": {"role": "feature"}}
-        members.update({f"{layers[1]}:{t}": {"role": "carrier"} for t in targets})
+        members = {unit(layers[0], f): {"role": "feature"}}
+        members.update({unit(layers[1], t): {"role": "carrier"} for t in targets})
         positive = np.clip(sums[:, f], 0, None)
         motifs.append(Motif("superposition", members, score, p, {
             "participation_ratio": float(positive.sum() ** 2 / (positive**2).sum()),

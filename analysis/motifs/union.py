@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from circuitatlas.analysis.motifs.common import Motif, _wrap, kernel_sums, mirror_angle, permutation_p_values
+from circuitatlas.names import unit
 
 if TYPE_CHECKING:
     from circuitatlas.analysis.tuning import TuningResult
@@ -88,10 +89,10 @@ def union_over_cases(
         if p >= alpha:
             continue
         members = {
-            f"{a_layer}:{case}": {"role": "case"}, f"{a_layer}:{case_m}": {"role": "case_mirror"},
-            f"{b_layer}:{b}": {"role": "pathway", "orientation": float(tuning_b.preferred_deg[b])},
-            f"{b_layer}:{bb}": {"role": "pathway_mirror", "orientation": float(tuning_b.preferred_deg[bb])},
-            f"{c_layer}:{u}": {"role": "union"},
+            unit(a_layer, case): {"role": "case"}, unit(a_layer, case_m): {"role": "case_mirror"},
+            unit(b_layer, b): {"role": "pathway", "orientation": float(tuning_b.preferred_deg[b])},
+            unit(b_layer, bb): {"role": "pathway_mirror", "orientation": float(tuning_b.preferred_deg[bb])},
+            unit(c_layer, u): {"role": "union"},
         }
         motifs.append(Motif("union_over_cases", members, score, p, {"n_perm": n_perm, "layers": list(layers)}))
     return motifs

@@ -33,7 +33,7 @@ class CliContext:
             from circuitatlas.api import Atlas
 
             fields = {f.name: self.options[f.name] for f in dataclasses.fields(ConnectionSettings)}
-            self._atlas = self._ctx.with_resource(Atlas.connect(ConnectionSettings(**fields)))
+            self._atlas = self._ctx.with_resource(Atlas.connect(settings=ConnectionSettings(**fields)))
         return self._atlas
 
 

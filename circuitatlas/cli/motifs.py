@@ -68,7 +68,10 @@ def motifs_list(obj: CliContext, model: str, as_json: bool) -> None:
 @click.pass_obj
 def motifs_search(obj: CliContext, pattern: str, model: str, kind: str, limit: int, as_json: bool) -> None:
     """Signed pattern search: a shipped pattern name or a JSON pattern."""
-    parsed = json.loads(pattern) if pattern.lstrip().startswith("{") else pattern
+    try:
+        parsed = json.loads(pattern) if pattern.lstrip().startswith("{") else pattern
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="PATTERN") from None
     matches = obj.atlas.search(parsed, model, kind)
     if as_json:
         echo_json(matches[:limit])

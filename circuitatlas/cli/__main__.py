@@ -1,0 +1,5 @@
+"""``python -m circuitatlas.cli``."""
+
+from circuitatlas.cli import main
+
+main()
