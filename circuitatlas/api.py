@@ -17,12 +17,14 @@ from circuitatlas.analysis.motifs import Motif
 from circuitatlas.analysis.tuning import TuningResult
 from circuitatlas.config import ConnectionSettings, resolve_connection
 from circuitatlas.ingest.job import IngestJob
-from circuitatlas.ingest.pipeline import ingest as run_ingest
 from circuitatlas.ingest.sources import rebuild
 from circuitatlas.ingest.writer import Progress
 from circuitatlas.jobs import examples, featurevis, motifs, svd, tuning
+from circuitatlas.jobs.ingest import ingest as run_ingest
 from circuitatlas.jobs.svd import SvdAnalysis
-from circuitatlas.queries import models, patterns, subgraph, weights
+from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
+from circuitatlas.queries.connectivity import Adjacency
+from circuitatlas.queries.criteria import Units, UnitsLike
 from circuitatlas.store import Closing, ModelSummary, Store
 
 __all__ = ["Atlas"]
@@ -35,6 +37,9 @@ class Atlas(Closing):
 
         with Atlas.connect() as atlas:          # NEO4J_* settings, else the local server
             atlas.cypher("MATCH (m:Model) RETURN m.id AS id")
+
+    Every argument that names a layer or a unit takes any of its names: the canonical module
+    path or an alias stored at ingest (InceptionV1: ``3b`` and ``mixed3b``, ``3b:379``).
     """
 
     MOTIF_KINDS = names.MOTIF_KINDS
@@ -43,10 +48,13 @@ class Atlas(Closing):
         self.store = store
 
     @classmethod
-    def connect(cls, settings: ConnectionSettings | None = None, **fields: str | Path | None) -> "Atlas":
-        """Connect with explicit settings (a ConnectionSettings, or its fields ``uri``, ``user``,
+    def connect(cls, uri: str | None = None, *, settings: ConnectionSettings | None = None,
+                **fields: str | Path | None) -> "Atlas":
+        """Connect with explicit settings (``uri``, a ConnectionSettings, or its other fields ``user``,
         ``password``, ``database``, ``state_dir`` as keywords), else NEO4J_URI/USER/PASSWORD/DATABASE,
         else the local server started by ``circuitatlas db start`` (its password is read for you)."""
+        if uri is not None:
+            fields["uri"] = uri
         return cls(Store.open(resolve_connection(settings, **fields)))
 
     def close(self) -> None:
@@ -78,25 +86,38 @@ class Atlas(Closing):
         ``observed``, ``featurevis_sheet``); with ``observed`` only the observation layers."""
         return models.model_layers(self.store, model, observed)
 
+    def resolve_layer(self, model: str, name: str) -> str:
+        """The canonical name of layer ``name`` (itself, or the layer it is an alias of, e.g.
+        ``3b`` -> ``mixed3b``); NotFound with the closest names otherwise."""
+        return aliases.resolve_layer(self.store, model, name)
+
+    def neuron(self, model: str, unit: str) -> dict[str, Any]:
+        """One neuron's properties (``uid``, ``layer``, ``channel``, ``branch``, annotations) by
+        unit, ``"<layer>:<channel>"`` with any name of the layer (``3b:379``), or by uid."""
+        return models.neuron(self.store, aliases.resolve_unit(self.store, model, unit))
+
     def drop(self, model: str) -> None:
         """Delete one model's subgraph (in batches; raises NotFound for an unknown id)."""
         self.store.drop_model(model)
 
     # -- networks ----------------------------------------------------------------------------
-    def ingest(self, source: str | nn.Module, name: str, job: IngestJob | None = None, *,
+    def ingest(self, source: str | nn.Module, name: str, *, job: IngestJob | None = None,
                progress: Progress | None = None, **settings: Any) -> ModelSummary:
         """Ingest a network as model ``name``.
 
-        ``source`` is a torchvision model name, ``timm:NAME``, a checkpoint path, ``zoo:NAME``,
-        ``planted:KIND[@SEED]``, a built-in architecture name, or an ``nn.Module``. The settings
+        ``source`` is a torchvision model name, ``inceptionv1`` (Lucid's InceptionV1: ``weights``
+        None downloads the published weights, ``"none"`` is random, or a local copy's path),
+        ``timm:NAME``, a checkpoint path, ``zoo:NAME``, ``planted:KIND[@SEED]``, a built-in
+        architecture name, or an ``nn.Module``. The settings
         are an :class:`~circuitatlas.ingest.job.IngestJob`, or its fields as keywords
         (``weights``, ``arch``, ``input_size``, ``layers``, ``replace``, ``resume``, ``lenient``,
         ``trust_pickle``, ``bulk``) with the edge options (``direct``, ``expanded``, ``min_l2``,
         ``top_k_per_neuron``). An existing id is refused unless ``replace``; ``resume`` finishes
         an interrupted ingest without duplicates; ``bulk="auto"`` writes a large model into an
-        empty local server by an offline ``neo4j-admin`` import.
+        empty local server by an offline ``neo4j-admin`` import. The layer aliases of the
+        architecture are stored on its layers.
         """
-        return run_ingest(self.store, source, name, job or IngestJob.of(**settings), progress)
+        return run_ingest(self.store, source, name, _settled(job, IngestJob.of, settings), progress)
 
     def module(self, model: str, trust_pickle: bool = False) -> nn.Module:
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
@@ -107,18 +128,20 @@ class Atlas(Closing):
     def weights(self, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
         """The (out, in, kh, kw) kernels from ``src_layer`` to ``dst_layer``, read from the graph.
         ``kind`` is "direct" (WEIGHT edges) or "expanded" (EXPANDED edges)."""
+        src_layer, dst_layer = aliases.resolve_layers(self.store, model, [src_layer, dst_layer])
         return weights.read_weights(self.store, model, src_layer, dst_layer, kind)
 
     def subgraph(self, model: str, layers: Iterable[str], kind: str = "expanded", min_l2: float = 0.0,
                  top_k: int | None = None) -> nx.DiGraph:
         """Neurons of ``layers`` and the ``kind`` edges among them, with neuron properties on nodes
         and kernels as numpy arrays on edges (strongest ``top_k`` per target when given)."""
-        return subgraph.subgraph(self.store, model, layers, kind, min_l2, top_k)
+        return subgraph.subgraph(self.store, model, aliases.resolve_layers(self.store, model, layers), kind,
+                                 min_l2, top_k)
 
     def search(self, pattern: dict | str, model: str, kind: str = "direct") -> list[dict[str, str]]:
         """Matches of a signed pattern (a dict, or a name in ``queries.patterns.PATTERNS``):
         one dict pattern-node -> neuron uid per match. See :mod:`circuitatlas.queries.patterns`."""
-        return patterns.search(self.store, pattern, model, kind)
+        return patterns.search(self.store, aliases.resolve_pattern(self.store, model, pattern), model, kind)
 
     # -- analyses (each written back onto the graph) -----------------------------------------
     def analyze_svd(self, model: str, src_layer: str, dst_layer: str, k: int | None = None, kind: str = "auto",
@@ -149,8 +172,8 @@ class Atlas(Closing):
         """Render one image per channel of ``layer``: :meth:`featurevis_layers` for one layer."""
         return self.featurevis_layers(model, [layer], channels, **options)[0]
 
-    def featurevis_layers(self, model: str, layers: Iterable[str], channels: Iterable[int] | None = None,
-                          settings: RenderSettings | None = None, *, device: str | None = None,
+    def featurevis_layers(self, model: str, layers: Iterable[str], channels: Iterable[int] | None = None, *,
+                          settings: RenderSettings | None = None, device: str | None = None,
                           chunk: int | None = None, module: nn.Module | None = None,
                           progress: Callable[[int], None] | None = None, **render: Any) -> list[dict]:
         """One image per channel of each layer (``settings``, or its fields ``steps``, ``size``,
@@ -160,7 +183,7 @@ class Atlas(Closing):
         again); each batch is stored as soon as it is rendered. ``progress(n)`` counts channels.
         Returns one report per layer, in network order (``rendered``, ``skipped``, of which
         ``linked``, ``sheet``, ``channels``)."""
-        return featurevis.featurevis(self.store, model, layers, channels, settings or RenderSettings(**render),
+        return featurevis.featurevis(self.store, model, layers, channels, _settled(settings, RenderSettings, render),
                                      device, chunk, module, progress)
 
     def find_motifs(self, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200, alpha: float = 0.01,
@@ -182,3 +205,47 @@ class Atlas(Closing):
     def motifs(self, model: str) -> list[dict]:
         """Stored motifs of a model with members, roles, scores and p-values."""
         return models.list_motifs(self.store, model)
+
+    # -- querying without Cypher (circuitatlas.queries.connectivity) -------------------------
+    # Units: a Units criteria object, one neuron uid or a list of uids. Every helper has a
+    # ``timeout`` (seconds for the whole call) and a ``limit`` (rows; Truncated warns when hit).
+    def units(self, criteria: UnitsLike | None = None, *, limit: int = connectivity.DEFAULT_LIMIT,
+              timeout: float | None = connectivity.DEFAULT_TIMEOUT, **fields: Any) -> list[dict[str, Any]]:
+        """Neurons by criteria: a :class:`~circuitatlas.queries.criteria.Units`, uid(s), or its
+        fields as keywords (``atlas.units(model="m", layers="inception3b", min_selectivity=0.5)``)."""
+        return connectivity.units(self.store, criteria if criteria is not None else Units(**fields), limit, timeout)
+
+    def adjacency(self, sources: UnitsLike, targets: UnitsLike, kind: str = "direct", **options: Any) -> Adjacency:
+        """Edges from ``sources`` to ``targets`` as three tables (``min_rel``, ``min_abs``, ``sign``,
+        ``kernels``, ``limit``, ``timeout``); see :func:`circuitatlas.queries.connectivity.adjacency`."""
+        return connectivity.adjacency(self.store, sources, targets, kind, **options)
+
+    def paths(self, source: str, target: str, max_len: int = 3, k: int = 10, **options: Any) -> list[dict[str, Any]]:
+        """The ``k`` strongest paths of at most ``max_len`` edges (``kind``, ``weight`` "product" or
+        "sum", ``min_len``, ``min_rel``, ``limit``, ``timeout``); see :func:`circuitatlas.queries.paths.paths`."""
+        return paths.paths(self.store, source, target, max_len, k, **options)
+
+    def common_inputs(self, units: UnitsLike, min_rel: float = 0.0, **options: Any) -> list[dict[str, Any]]:
+        """Neurons feeding all (or ``min_shared``) of ``units``, each edge over ``min_rel`` of that unit's strongest input."""
+        return connectivity.common_inputs(self.store, units, min_rel, **options)
+
+    def common_outputs(self, units: UnitsLike, min_rel: float = 0.0, **options: Any) -> list[dict[str, Any]]:
+        """Neurons fed by all (or ``min_shared``) of ``units``, each edge over ``min_rel`` of that unit's strongest output."""
+        return connectivity.common_outputs(self.store, units, min_rel, **options)
+
+    def similar_units(self, unit: str, by: str = "inputs", k: int = 10, **options: Any) -> list[dict[str, Any]]:
+        """The ``k`` units of ``unit``'s layer with the most similar ``by`` profile ("inputs",
+        "outputs", "kernels"; cosine over aligned partners)."""
+        return connectivity.similar_units(self.store, unit, by, k, **options)
+
+    def circuit(self, target: str, depth: int = 2, min_rel: float = 0.3, **options: Any) -> nx.DiGraph:
+        """The upstream circuit of ``target``: inputs over ``min_rel`` of each unit's strongest,
+        ``depth`` steps back, as a networkx graph with kernels."""
+        return paths.circuit(self.store, target, depth, min_rel, **options)
+
+
+def _settled(given: Any, make: Callable[..., Any], fields: dict[str, Any]) -> Any:
+    """A settings object: the one given, or one made from its fields as keywords, not both."""
+    if given is not None and fields:
+        raise TypeError(f"pass settings or their fields as keywords, not both ({', '.join(fields)})")
+    return given if given is not None else make(**fields)

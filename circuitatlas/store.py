@@ -72,6 +72,18 @@ def translate_errors(uri: str) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _timeout_as_query_error(timeout: float | None) -> Iterator[None]:
+    """A transaction the server ended at its timeout, as a one-line QueryError."""
+    try:
+        yield
+    except Neo4jError as exc:
+        if "TransactionTimedOut" in (exc.code or ""):
+            after = f"after {timeout:g} s" if timeout is not None else "at the server's transaction timeout"
+            raise QueryError(f"query timed out {after} (pass a larger timeout)") from None
+        raise
+
+
 def _first_line(exc: object) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -166,6 +178,17 @@ class Store(Closing):
                 query, params, database_=self.database, routing_=neo4j.RoutingControl.READ
             )
         return [record.data() for record in records]
+
+    def read_with_timeout(self, query: str, timeout: float | None, **params: Any) -> list[dict[str, Any]]:
+        """:meth:`read` under a transaction timeout in seconds (None: the server's own), which the
+        server enforces: it ends a query still running then, and QueryError says so in one line.
+        Values come as the driver decodes them (``record.data()``'s recursive copy, which costs more
+        than the decoding on large lists, is skipped): return maps and lists, not nodes."""
+        if timeout is not None:
+            timeout = max(float(timeout), 0.001)  # the driver rounds to milliseconds; 0 would mean none
+        with translate_errors(self.uri), _timeout_as_query_error(timeout), self.session(read=True) as session:
+            # an auto-commit transaction: no driver retries that would outlast the timeout
+            return [dict(record.items()) for record in session.run(neo4j.Query(query, timeout=timeout), params)]
 
     def stream(self, query: str, **params: Any) -> Iterator[dict[str, Any]]:
         """Run a read query and yield rows one at a time (the result is never held whole)."""

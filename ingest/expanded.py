@@ -165,7 +165,7 @@ def _crop_window(lin: fx.GraphModule, ordered: list[fx.Node], downstream: set[st
                  shape_a: tuple[int, ...], hw_b: tuple[int, ...], center: tuple[int, ...]
                  ) -> tuple[int, int, int, int] | None:
     """A window (y0, y1, x0, x1) of the source map that holds everything the target's central
-    position depends on, with a margin, aligned to the stride between the layers; None when
+    position depends on, for every target channel, with a margin, aligned to the stride between the layers; None when
     cropping would not pay or cannot be done safely (the caller then uses the whole map).
 
     The window comes from a gradient through an all-positive copy of the network (nothing
@@ -175,8 +175,10 @@ def _crop_window(lin: fx.GraphModule, ordered: list[fx.Node], downstream: set[st
     if len(hw_b) != 2 or h_a % hw_b[0] or w_a % hw_b[1]:
         return None
     sy, sx = h_a // hw_b[0], w_a // hw_b[1]
-    grad = _center_gradient(_positive_copy(lin), ordered, downstream, a_name, torch.zeros(1, dtype=torch.long),
-                            shape_a, center)
+    with torch.enable_grad():  # every target channel at once: branches differ in reach (1x1 vs 5x5)
+        a = torch.zeros(1, *shape_a, requires_grad=True)
+        out = _run_from(_positive_copy(lin), ordered, downstream, a_name, a)
+        (grad,) = torch.autograd.grad(out[(0, slice(None), *center)].sum(), a)
     box = _bbox(grad[0].abs().sum(dim=0).numpy() > 0)
     if box is None:
         return None

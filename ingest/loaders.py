@@ -5,6 +5,7 @@ The registry in :mod:`circuitatlas.ingest.sources` calls these; each returns a `
 from __future__ import annotations
 
 import difflib
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from circuitatlas.analysis import planted
 from circuitatlas.errors import IngestError
+from circuitatlas.ingest import zoo
 
 __all__ = ["LoadedModel", "torchvision_names", "build_torchvision", "build_timm", "load_checkpoint",
            "load_zoo", "load_planted", "CHECKPOINT_SUFFIXES"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
+
+# architecture -> its auxiliary classifiers (submodules, None when built without them): they play
+# no part in the circuits, and a fine-tuned checkpoint often has none
+AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 
 
 @dataclass
@@ -109,6 +116,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
     raise IngestError(f"{path} holds no state dict (found {type(obj).__name__})")
 
 
+def _drop_absent_aux_heads(state: dict[str, torch.Tensor], module: nn.Module, arch: str) -> list[str]:
+    """Remove ``module``'s auxiliary classifiers when ``state`` has none of their weights (as
+    building with ``aux_logits=False`` would); returns the heads removed. A checkpoint with some
+    of them is left to the full check."""
+    heads = [h for h in AUX_HEADS.get(arch, ()) if getattr(module, h, None) is not None]
+    if not heads or any(k.split(".")[0] in heads for k in state):
+        return []
+    for head in heads:
+        setattr(module, head, None)
+    if hasattr(module, "aux_logits"):
+        module.aux_logits = False
+    return heads
+
+
 def _check_state_dict(state: dict[str, torch.Tensor], module: nn.Module, arch: str) -> None:
     expected = module.state_dict()
     for key, value in state.items():
@@ -123,10 +144,12 @@ def _check_state_dict(state: dict[str, torch.Tensor], module: nn.Module, arch: s
         raise IngestError(f"checkpoint lacks {missing[0]!r} (and {len(missing) - 1} more) that {arch} needs")
 
 
-def load_checkpoint(path: Path, arch: str | None, trust_pickle: bool,
-                    build_arch: Callable[[str], nn.Module]) -> LoadedModel:
-    """A checkpoint file: a state dict for architecture ``arch`` (built by ``build_arch``), or a
-    pickled module when ``trust_pickle``. TorchScript is refused (torch.fx cannot trace it)."""
+def load_checkpoint(path: Path, arch: str | None, trust_pickle: bool, build_arch: Callable[[str], nn.Module],
+                    adapt_state: Callable[[dict], dict] | None = None) -> LoadedModel:
+    """A checkpoint file: a state dict for architecture ``arch`` (built by ``build_arch``; its keys
+    renamed by ``adapt_state`` when the architecture has one), or a pickled module when
+    ``trust_pickle``. TorchScript is refused (torch.fx cannot trace it). A googlenet or
+    inception_v3 state dict without auxiliary classifiers builds the network without them."""
     if not path.is_file():
         raise IngestError(f"no checkpoint file {path}")
     if zipfile.is_zipfile(path):
@@ -147,25 +170,27 @@ def load_checkpoint(path: Path, arch: str | None, trust_pickle: bool,
             raise IngestError(f"{path} holds a {type(module).__name__}, not an nn.Module")
         return LoadedModel(module, type(module).__name__, "checkpoint", str(path))
     if not arch:
-        raise IngestError(f"{path} is a state dict: pass --arch NAME (a torchvision model or a zoo model)")
+        raise IngestError(f"{path} is a state dict: pass --arch NAME (a torchvision model, a zoo model or inceptionv1)")
     module = build_arch(arch)
+    if adapt_state is not None:
+        state = adapt_state(state)
+    dropped = _drop_absent_aux_heads(state, module, arch)
     _check_state_dict(state, module, arch)
+    if dropped:
+        warnings.warn(f"the checkpoint has no auxiliary classifiers ({', '.join(dropped)}): {arch} is built "
+                      "without them (they play no part in the circuits)", stacklevel=2)
     module.load_state_dict(state, strict=False)
     return LoadedModel(module, arch, "checkpoint", str(path))
 
 
 def load_zoo(name: str) -> LoadedModel:
     """A zoo model, trained here on first use and cached."""
-    from circuitatlas.ingest import zoo
-
     built = zoo.build(name)
     return LoadedModel(built.module, name, "zoo", str(built.path))
 
 
 def load_planted(spec: str) -> LoadedModel:
     """A planted network, ``KIND[@SEED]``, with its ground truth."""
-    from circuitatlas.analysis import planted
-
     kind, _, seed = spec.partition("@")
     try:
         net = planted.build(kind, seed=int(seed or 0))

@@ -168,9 +168,29 @@ MODEL_LAYERS = """
 MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
 WHERE NOT $observed OR l.observed
 RETURN l.name AS name, l.kind AS kind, l.order AS order, l.channels AS channels, l.shape AS shape,
-       l.observed AS observed, l.featurevis_sheet AS featurevis_sheet
+       l.observed AS observed, l.featurevis_sheet AS featurevis_sheet, coalesce(l.aliases, []) AS aliases
 ORDER BY l.order
 """
+
+# -- layer aliases -------------------------------------------------------------------------------
+SET_LAYER_ALIASES = """
+UNWIND $rows AS row
+MATCH (l:Layer {uid: row.uid})
+SET l.aliases = row.aliases
+"""
+
+LAYER_BY_ALIAS = """
+MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
+WHERE $alias IN l.aliases
+RETURN l.name AS name ORDER BY l.order
+"""
+
+LAYER_NAMES = """
+MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
+RETURN l.name AS name, coalesce(l.aliases, []) AS aliases ORDER BY l.order
+"""
+
+NEURON_PROPERTIES = "MATCH (n:Neuron {uid: $uid}) RETURN properties(n) AS props"
 
 # -- subgraphs -----------------------------------------------------------------------------------
 SUBGRAPH = """
@@ -254,4 +274,215 @@ MATCH (n:Neuron {model: $model, layer: $layer})
 RETURN n.channel AS channel, n.orientation AS orientation, n.orientation_selectivity AS selectivity,
        n.tuning AS tuning, n.tuning_angles AS angles
 ORDER BY channel
+"""
+
+# -- query API (queries/connectivity.py) ---------------------------------------------------------
+# The conditions formatted in here come from queries.criteria.where (our own variable names, every
+# value a parameter) and the relationship types from names.rel_type.
+
+UNIT_COLUMNS = ".uid, .model, .layer, .channel, .branch, .orientation"
+
+
+def unit_map(var: str) -> str:
+    """A neuron as one row of a units table (a map projection)."""
+    return f"{var} {{{UNIT_COLUMNS}, selectivity: {var}.orientation_selectivity}}"
+
+
+def strongest_input(rel_type: str, var: str) -> str:
+    """A subquery that binds ``<var>_in``: the largest |sum| among ``var``'s inputs of a type, the
+    denominator of ``rel_in``. (Once ingest stores relative strengths, this is the place to read them.)"""
+    assert rel_type in EDGE_TYPES
+    return f"CALL ({var}) {{ MATCH ()-[z:{rel_type}]->({var}) RETURN max(abs(z.sum)) AS {var}_in }}"
+
+
+def strongest_output(rel_type: str, var: str) -> str:
+    """A subquery that binds ``<var>_out``: the largest |sum| among ``var``'s outputs of a type (``rel_out``)."""
+    assert rel_type in EDGE_TYPES
+    return f"CALL ({var}) {{ MATCH ({var})-[z:{rel_type}]->() RETURN max(abs(z.sum)) AS {var}_out }}"
+
+
+def _ratio(value: str, strongest: str) -> str:
+    return f"{value} / CASE WHEN {strongest} > 0 THEN {strongest} ELSE 1.0 END"
+
+
+# ``$sign``: 1 keeps excitatory edges, -1 inhibitory ones, 0 both
+_SIGN = "($sign = 0 OR {r}.sum * $sign > 0)"
+
+
+def units_query(where: str) -> str:
+    return f"MATCH (n:Neuron) WHERE {where}\nRETURN {unit_map('n')} AS unit\nORDER BY unit.model, unit.layer, unit.channel LIMIT $limit"
+
+
+UNITS_BY_UID = f"UNWIND $uids AS uid MATCH (n:Neuron {{uid: uid}}) RETURN {unit_map('n')} AS unit"
+
+
+def adjacency_query(rel_type: str, source_where: str, target_where: str, kernels: bool) -> str:
+    """Edges from neurons meeting ``source_where`` (variable ``a``) to neurons meeting
+    ``target_where`` (``b``) with |sum| >= $min_abs and |rel_in| >= $min_rel, strongest first."""
+    assert rel_type in EDGE_TYPES
+    kernel = ", r.kernel AS kernel, r.kh AS kh, r.kw AS kw" if kernels else ""
+    return f"""
+MATCH (a:Neuron)-[r:{rel_type}]->(b:Neuron)
+WHERE {source_where} AND {target_where} AND abs(r.sum) >= $min_abs AND {_SIGN.format(r='r')}
+WITH b, collect([a, r]) AS incoming
+{strongest_input(rel_type, 'b')}
+UNWIND incoming AS pair
+WITH b, b_in, pair[0] AS a, pair[1] AS r
+WHERE abs(r.sum) >= $min_rel * b_in
+WITH a, collect([b, r, b_in]) AS outgoing
+{strongest_output(rel_type, 'a')}
+UNWIND outgoing AS triple
+WITH a, a_out, triple[0] AS b, triple[1] AS r, triple[2] AS b_in
+RETURN a.uid AS source, b.uid AS target, r.sum AS sum, r.l2 AS l2, {_ratio('r.sum', 'b_in')} AS rel_in,
+       {_ratio('r.sum', 'a_out')} AS rel_out{kernel}
+ORDER BY abs(sum) DESC, source, target LIMIT $limit
+"""
+
+
+def common_query(rel_type: str, where: str, side: str) -> str:
+    """Partners ``p`` of the neurons meeting ``where`` (``u``): inputs (``p -> u``, strength over
+    u's strongest input) or outputs (``u -> p``, over u's strongest output), each at least
+    $min_rel of it, shared by at least $min_shared of them (all when null)."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern = f"(p)-[r:{rel_type}]->(u)" if side == "inputs" else f"(u)-[r:{rel_type}]->(p)"
+    strongest, bound = (strongest_input(rel_type, "u"), "u_in") if side == "inputs" else \
+        (strongest_output(rel_type, "u"), "u_out")
+    return f"""
+MATCH (u:Neuron) WHERE {where}
+WITH collect(u) AS units
+WITH units, coalesce($min_shared, size(units)) AS needed
+UNWIND units AS u
+{strongest}
+MATCH {pattern}
+WHERE r.sum <> 0 AND abs(r.sum) >= $min_rel * {bound} AND {_SIGN.format(r='r')}
+WITH p, needed, collect({{unit: u.uid, sum: r.sum, rel: {_ratio('r.sum', bound)}}}) AS links
+WHERE size(links) >= needed
+WITH p, links, reduce(s = 0.0, link IN links | s + abs(link.rel)) AS strength
+RETURN {unit_map('p')} AS unit, links, strength
+ORDER BY size(links) DESC, strength DESC, unit.uid LIMIT $limit
+"""
+
+
+def profile_query(rel_type: str, side: str) -> str:
+    """One neuron's weight profile: its partners (element ids) with each edge's sum and kernel."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern = f"(x)<-[r:{rel_type}]-(p)" if side == "inputs" else f"(x)-[r:{rel_type}]->(p)"
+    return f"""
+MATCH (x:Neuron {{uid: $uid}})
+OPTIONAL MATCH {pattern}
+RETURN x.model AS model, x.layer AS layer, elementId(p) AS partner, r.sum AS sum, r.kernel AS kernel
+"""
+
+
+def similar_query(rel_type: str, side: str, kernels: bool) -> str:
+    """Cosine of each other neuron of a layer with the profile $profile (partner element id ->
+    sum, or kernel list), over aligned partners, in one pass over the layer's edges; $norm is
+    the profile's norm."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern = f"(y)<-[r:{rel_type}]-(p)" if side == "inputs" else f"(y)-[r:{rel_type}]->(p)"
+    if kernels:
+        value = "r.kernel"
+        terms = ("CASE WHEN q IS NULL THEN 0.0 ELSE reduce(s = 0.0, i IN range(0, size(q) - 1) | s + q[i] * w[i]) END",
+                 "reduce(s = 0.0, v IN w | s + v * v)")
+    else:
+        value = "r.sum"
+        terms = "coalesce(q, 0.0) * w", "w * w"
+    return f"""
+MATCH (y:Neuron {{model: $model, layer: $layer}}) WHERE y.uid <> $uid
+MATCH {pattern}
+WITH y, {value} AS w, $profile[elementId(p)] AS q
+WITH y, sum({terms[0]}) AS dot, sum({terms[1]}) AS norm2, count(*) AS partners
+WHERE norm2 > 0
+RETURN {unit_map("y")} AS unit, dot / (sqrt(norm2) * $norm) AS cosine, partners
+ORDER BY cosine DESC, unit.uid LIMIT $limit
+"""
+
+
+def circuit_step(rel_type: str, kernels: bool) -> str:
+    """The inputs of each neuron in $uids at least $min_rel of its strongest input (the $limit
+    strongest over all of them), one row per target: source uids, edge statistics
+    ``[sum, l1, l2, max, min, kh, kw]`` and kernels (when asked), aligned."""
+    assert rel_type in EDGE_TYPES
+    return f"""
+UNWIND $uids AS uid
+MATCH (b:Neuron {{uid: uid}})
+{strongest_input(rel_type, 'b')}
+MATCH (a)-[r:{rel_type}]->(b)
+WHERE r.sum <> 0 AND abs(r.sum) >= $min_rel * b_in AND {_SIGN.format(r='r')}
+WITH uid, b_in, a, r ORDER BY abs(r.sum) / b_in DESC LIMIT $limit
+RETURN uid AS target, b_in, collect(a.uid) AS sources,
+       collect([r.sum, r.l1, r.l2, r.max, r.min, r.kh, r.kw]) AS stats,
+       {"collect(r.kernel)" if kernels else "[]"} AS kernels
+"""
+
+
+UNITS_PROPERTIES = "UNWIND $uids AS uid MATCH (n:Neuron {uid: uid}) RETURN properties(n) AS props"
+
+
+def path_predecessors(rel_type: str) -> str:
+    """The distinct neurons one ``rel_type`` edge before any of $ids (element ids)."""
+    assert rel_type in EDGE_TYPES
+    return f"""
+UNWIND $ids AS id
+MATCH (a)-[:{rel_type}]->(b) WHERE elementId(b) = id
+RETURN DISTINCT elementId(a) AS id
+"""
+
+
+def path_degrees(rel_type: str) -> str:
+    """How many ``rel_type`` edges leave the neurons $sources and enter the neurons $targets (maps
+    element id -> the caller's integer): what each direction of :func:`path_edges` would scan."""
+    assert rel_type in EDGE_TYPES
+    return f"""
+CALL () {{ UNWIND keys($sources) AS id MATCH (n:Neuron) WHERE elementId(n) = id
+          RETURN sum(COUNT {{ (n)-[:{rel_type}]->() }}) AS forward }}
+CALL () {{ UNWIND keys($targets) AS id MATCH (n:Neuron) WHERE elementId(n) = id
+          RETURN sum(COUNT {{ (n)<-[:{rel_type}]-() }}) AS backward }}
+RETURN forward, backward
+"""
+
+
+def path_edges(rel_type: str, forward: bool) -> str:
+    """The ``rel_type`` edges from the neurons $sources to the neurons $targets (maps element id ->
+    the caller's integer), scanned from the sources (``forward``) or from the targets, one row per
+    scanned neuron: ``src``, ``dst`` (integers, one a list) and ``sum`` (a list)."""
+    assert rel_type in EDGE_TYPES
+    if forward:
+        return f"""
+UNWIND keys($sources) AS id
+MATCH (a)-[r:{rel_type}]->(b) WHERE elementId(a) = id
+WITH $sources[id] AS src, $targets[elementId(b)] AS dst, r
+WHERE dst IS NOT NULL
+RETURN src, collect(dst) AS dst, collect(r.sum) AS sum
+"""
+    return f"""
+UNWIND keys($targets) AS id
+MATCH (a)-[r:{rel_type}]->(b) WHERE elementId(b) = id
+WITH $sources[elementId(a)] AS src, $targets[id] AS dst, r
+WHERE src IS NOT NULL
+RETURN collect(src) AS src, dst, collect(r.sum) AS sum
+"""
+
+
+LAYER_FEEDS = "MATCH (a:Layer {model: $model})-[:FEEDS {kind: $kind}]->(b:Layer) RETURN a.name AS src, b.name AS dst"
+
+LAYERS_NEURON_IDS = "MATCH (n:Neuron {model: $model}) WHERE n.layer IN $layers RETURN elementId(n) AS id, n.layer AS layer"
+
+
+def path_nodes(rel_type: str) -> str:
+    """uid and strongest input of each neuron in $ids (element ids)."""
+    return f"""
+UNWIND $ids AS id
+MATCH (b:Neuron) WHERE elementId(b) = id
+{strongest_input(rel_type, 'b')}
+RETURN id, b.uid AS uid, b_in
+"""
+
+
+UNIT_EXISTS = "UNWIND $uids AS uid MATCH (n:Neuron {uid: uid}) RETURN n.uid AS uid, elementId(n) AS id"
+
+LAYER_EDGE_KINDS = """
+UNWIND $uids AS uid
+MATCH (l:Layer {uid: uid})
+RETURN uid, EXISTS { (l)-[:FEEDS {kind: 'expanded'}]-() } AS expanded
 """

@@ -10,7 +10,7 @@ from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["model_meta", "input_size", "model_layers", "layer_info", "layer_neurons", "layer_tuning",
+__all__ = ["model_meta", "input_size", "model_layers", "layer_info", "layer_neurons", "neuron", "layer_tuning",
            "featurevis_keys", "featurevis_paths", "list_motifs"]
 
 
@@ -29,7 +29,7 @@ def input_size(meta: dict[str, Any], default: int = 64) -> int:
 
 def model_layers(store: Store, model: str, observed: bool = False) -> list[dict[str, Any]]:
     """Layers in topological order (``name``, ``kind``, ``order``, ``channels``, ``shape``,
-    ``observed``, ``featurevis_sheet``); only observation layers with ``observed``."""
+    ``observed``, ``featurevis_sheet``, ``aliases``); only observation layers with ``observed``."""
     model_meta(store, model)
     return store.read(cypher.MODEL_LAYERS, model=model, observed=observed)
 
@@ -45,6 +45,15 @@ def layer_info(store: Store, model: str, layer: str) -> dict[str, Any]:
 def layer_neurons(store: Store, model: str, layer: str) -> list[dict[str, Any]]:
     """``channel``, ``uid`` and ``branch`` of each neuron of a layer, by channel."""
     return store.read(cypher.LAYER_NEURONS, model=model, layer=layer)
+
+
+def neuron(store: Store, uid: str) -> dict[str, Any]:
+    """One neuron's properties (``uid``, ``layer``, ``channel``, ``branch``, annotations); NotFound
+    when there is none."""
+    rows = store.read(cypher.NEURON_PROPERTIES, uid=uid)
+    if not rows:
+        raise NotFound(f"no neuron {uid!r} in the graph")
+    return rows[0]["props"]
 
 
 def layer_tuning(store: Store, model: str, layer: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from circuitatlas.cli import analyses, db, models, motifs, query
+from circuitatlas.cli import analyses, db, models, motifs, query, querying
 from circuitatlas.cli.context import CliContext, ProjectErrors
 
 __all__ = ["main"]
@@ -30,7 +30,7 @@ def main(ctx: click.Context, **options: Any) -> None:
 
 
 # every command, registered here and nowhere else
-for command in (db.db, models.models_cmd, models.layers_cmd, models.drop_cmd, models.ingest_cmd, models.zoo,
-                analyses.analyze, analyses.annotate, analyses.featurevis_cmd, motifs.motifs, query.cypher_cmd,
-                query.demo_cmd):
+for command in (db.db, models.models_cmd, models.layers_cmd, models.neuron_cmd, models.drop_cmd, models.ingest_cmd,
+                models.zoo, analyses.analyze, analyses.annotate, analyses.featurevis_cmd, motifs.motifs,
+                query.cypher_cmd, query.demo_cmd, querying.query):
     main.add_command(command)

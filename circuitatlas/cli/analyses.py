@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from circuitatlas.analysis.featurevis.settings import RenderSettings
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table
 
@@ -74,7 +73,7 @@ def analyze_svd_cmd(obj: CliContext, model: str, src: str, dst: str, k: int | No
     if as_json:
         echo_json(data)
         return
-    click.echo(f"{model}: {src} -> {dst} ({data['kind']} weights): k={data['k']}, "
+    click.echo(f"{model}: {result.src} -> {result.dst} ({data['kind']} weights): k={data['k']}, "
                f"singular values {', '.join(f'{v:.3f}' for v in data['singular_values'][:6])}")
     for side in ("input", "output"):
         sizes = data[f"{side}_cluster_sizes"]
@@ -110,7 +109,7 @@ def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, 
         echo_json(rows)
         return
     echo_table(rows)
-    click.echo(f"stored on {len(rows)} neurons of {model}/{layer}")
+    click.echo(f"stored on {len(rows)} neurons of {model}/{result.layer}")
 
 
 @annotate.command("examples")
@@ -145,15 +144,19 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
     """Render feature visualisations of layers and store them on their neurons."""
     from tqdm import tqdm
 
-    chosen = [int(c) for c in channels.split(",")] if channels else None
+    try:
+        chosen = [int(c) for c in channels.split(",")] if channels else None
+    except ValueError:
+        raise click.BadParameter(f"expected channel numbers such as 0,5,9, not {channels!r}",
+                                 param_hint="--channels") from None
     known = {r["name"]: r for r in obj.atlas.layers(model)}
     if layer_spec == "observed":
         names = [name for name, r in known.items() if r["observed"] and r["kind"] != "input"]
     else:
-        names = [name.strip() for name in layer_spec.split(",") if name.strip()]
+        names = [obj.atlas.resolve_layer(model, name.strip()) for name in layer_spec.split(",") if name.strip()]
     total = sum(len(chosen) if chosen else known.get(name, {}).get("channels") or 0 for name in names)
     with tqdm(total=total, unit="channel", file=sys.stderr, disable=None) as bar:
-        reports = obj.atlas.featurevis_layers(model, names, chosen, RenderSettings(steps, size, lr, seed),
+        reports = obj.atlas.featurevis_layers(model, names, chosen, settings=_render_settings(steps, size, lr, seed),
                                               device=device, chunk=chunk, progress=bar.update)
     if as_json:
         echo_json(reports[0] if len(reports) == 1 else reports)
@@ -161,3 +164,9 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
     for report in reports:
         click.echo(f"{model}/{report['layer']}: rendered {report['rendered']}, skipped {report['skipped']} already "
                    f"rendered; contact sheet: {report['sheet']}")
+
+
+def _render_settings(steps: int, size: int, lr: float, seed: int):
+    from circuitatlas.analysis.featurevis.settings import RenderSettings  # imports torch: only when rendering
+
+    return RenderSettings(steps, size, lr, seed)

@@ -32,6 +32,17 @@ def layers_cmd(obj: CliContext, model: str, observed: bool, as_json: bool) -> No
     echo_json(rows) if as_json else echo_table(rows)
 
 
+@click.command("neuron")
+@click.argument("model")
+@click.argument("unit")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def neuron_cmd(obj: CliContext, model: str, unit: str, as_json: bool) -> None:
+    """One neuron's properties: UNIT is LAYER:CHANNEL with any name of the layer (3b:379) or a uid."""
+    props = obj.atlas.neuron(model, unit)
+    echo_json(props) if as_json else echo_table([{"property": k, "value": v} for k, v in sorted(props.items())])
+
+
 @click.command("drop")
 @click.argument("model")
 @click.option("--yes", is_flag=True, help="Do not ask.")
@@ -53,9 +64,10 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
 @click.command("ingest")
 @click.argument("source")
 @click.option("--name", required=True, help="Model id in the graph.")
-@click.option("--weights", default="none", show_default=True,
-              help="torchvision weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (seeded random).")
-@click.option("--arch", help="Architecture of a state-dict checkpoint (torchvision or built-in name).")
+@click.option("--weights", help="torchvision/timm weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (seeded "
+              "random, the default). inceptionv1: the published weights (downloaded once, the default), none, or "
+              "the path of a local copy.")
+@click.option("--arch", help="Architecture of a state-dict checkpoint (torchvision, zoo, built-in name or inceptionv1).")
 @click.option("--input-size", default="3,224,224", show_default=True, help="C,H,W traced.")
 @click.option("--layers", help="Comma-separated observation layers for expanded weights (default: top-level blocks).")
 @click.option("--replace", is_flag=True, help="Overwrite a model with this id.")
@@ -73,21 +85,26 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
 def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str | None, input_size: str,
                layers: str | None, replace: bool, resume: bool, lenient: bool, no_direct: bool, no_expanded: bool,
                min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, as_json: bool) -> None:
-    """Ingest a network: a torchvision name, a checkpoint file, or a built-in architecture."""
+    """Ingest a network: a torchvision name, inceptionv1, a checkpoint file, or a built-in architecture."""
     try:
         size = tuple(int(x) for x in input_size.split(","))
         assert len(size) == 3
     except (ValueError, AssertionError):
         raise click.BadParameter("expected C,H,W such as 3,224,224", param_hint="--input-size") from None
+    from circuitatlas.errors import InvalidInput
+    from circuitatlas.ingest.job import IngestJob
+
+    try:  # settled before connecting: contradictory options are a usage error, whatever the server
+        job = IngestJob.of(weights=weights, arch=arch, input_size=size, layers=layers.split(",") if layers else None,
+                           replace=replace, resume=resume, lenient=lenient, direct=not no_direct,
+                           expanded=not no_expanded, min_l2=min_l2, top_k_per_neuron=top_k_per_neuron,
+                           trust_pickle=trust_pickle, bulk=bulk)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
     bar = ProgressBar()
     began = time.monotonic()
     try:
-        summary = obj.atlas.ingest(
-            source, name, weights=weights, arch=arch, input_size=size,
-            layers=layers.split(",") if layers else None, replace=replace, resume=resume, lenient=lenient,
-            direct=not no_direct, expanded=not no_expanded, min_l2=min_l2, top_k_per_neuron=top_k_per_neuron,
-            trust_pickle=trust_pickle, progress=bar, bulk=bulk,
-        )
+        summary = obj.atlas.ingest(source, name, job=job, progress=bar)
     finally:
         bar.close()
     echo_json(asdict(summary)) if as_json else click.echo(_ingest_summary(summary, time.monotonic() - began))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["echo_json", "echo_table", "human_bytes", "ProgressBar"]
+__all__ = ["echo_json", "echo_table", "write_csv", "human_bytes", "ProgressBar"]
 
 
 def echo_json(data: Any) -> None:
@@ -28,6 +30,19 @@ def echo_table(rows: list[dict[str, Any]]) -> None:
     click.echo("  ".join("-" * w for w in widths))
     for r in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Rows as a CSV file, one column per key (in first-seen order); lists and dicts as JSON."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else json.dumps(row[c], default=str)
+                             if isinstance(row.get(c), (list, dict)) else row[c] for c in columns])
 
 
 def _cell(value: Any, limit: int = 60) -> str:

@@ -11,7 +11,8 @@ from torch import nn
 from circuitatlas import artifacts
 from circuitatlas.analysis.examples import Example, load_images, top_examples
 from circuitatlas.jobs.network import network
-from circuitatlas.queries.models import input_size, layer_info, model_meta
+from circuitatlas.queries.aliases import resolve_layer
+from circuitatlas.queries.models import input_size, model_meta
 from circuitatlas.queries.writeback import set_neuron_properties
 from circuitatlas.store import Store
 
@@ -22,8 +23,9 @@ def annotate_examples(store: Store, model: str, layer: str, images: str | Path |
                       channels: Iterable[int] | None = None, k: int = 9, module: nn.Module | None = None,
                       out_dir: str | None = None) -> dict[int, list[Example]]:
     """The ``k`` images (a folder, or an (N, H, W, 3) array) that excite each unit most; each
-    neuron gets ``examples`` (PNG paths, best first) and ``examples_activation``."""
-    layer_info(store, model, layer)
+    neuron gets ``examples`` (PNG paths, best first) and ``examples_activation``; ``layer``: any
+    of its names."""
+    layer = resolve_layer(store, model, layer)
     net = network(store, model, module)
     if isinstance(images, (str, Path)):
         images, _ = load_images(images, input_size(model_meta(store, model)))

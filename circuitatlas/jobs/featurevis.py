@@ -12,8 +12,9 @@ from torch import nn
 
 from circuitatlas import artifacts
 from circuitatlas.analysis.featurevis import RenderSettings, render_units
-from circuitatlas.errors import InvalidInput, NotFound, RenderError
+from circuitatlas.errors import InvalidInput, RenderError
 from circuitatlas.jobs.network import network
+from circuitatlas.queries.aliases import resolve_layers
 from circuitatlas.queries.models import featurevis_keys, featurevis_paths, model_layers, model_meta
 from circuitatlas.queries.writeback import set_layer_sheet, set_neuron_properties
 from circuitatlas.store import Store
@@ -36,13 +37,10 @@ class _Keys:
 
 def _checked(store: Store, model: str, layers: Iterable[str],
              channels: Iterable[int] | None) -> tuple[list[str], dict[str, list[int]]]:
-    """Layers in network order and the channels wanted of each; a bad name or channel is refused
-    before anything renders."""
+    """Layers (any of their names) in network order and the channels wanted of each; a bad name
+    or channel is refused before anything renders."""
     known = {row["name"]: row for row in model_layers(store, model)}
-    layers = list(dict.fromkeys(layers))
-    for layer in layers:
-        if layer not in known:
-            raise NotFound(f"no layer {layer!r} in model {model!r} (see `circuitatlas layers {model}`)")
+    layers = list(dict.fromkeys(resolve_layers(store, model, layers)))
     layers.sort(key=lambda layer: known[layer]["order"])
     chosen = None if channels is None else [int(c) for c in channels]  # read once: it may be a generator
     wanted = {layer: list(range(known[layer]["channels"])) if chosen is None else list(chosen) for layer in layers}

@@ -16,6 +16,7 @@ from circuitatlas.analysis.tuning import radial_tuning
 from circuitatlas.errors import NotFound
 from circuitatlas.jobs.network import lazy_network
 from circuitatlas.jobs.tuning import tuning_for
+from circuitatlas.queries.aliases import resolve_layers
 from circuitatlas.queries.models import input_size, layer_info, model_meta
 from circuitatlas.queries.weights import read_edge_stat, read_weights
 from circuitatlas.queries.writeback import replace_motifs
@@ -101,11 +102,11 @@ DETECTORS: dict[str, Callable[[_Inputs, list[str], dict], list[M.Motif]]] = {
 def find_motifs(store: Store, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200,
                 alpha: float = 0.01, seed: int = 0, stimulus_params: dict | None = None,
                 module: nn.Module | None = None, **params) -> list[M.Motif]:
-    """Run detector ``kind`` and store its findings; members come back as neuron uids."""
+    """Run detector ``kind`` and store its findings (``layers``: any of their names); members
+    come back as neuron uids."""
     layers = list(layers)
     names.check_motif_layers(kind, layers)
-    for layer in layers:
-        layer_info(store, model, layer)
+    layers = resolve_layers(store, model, layers)
     stimulus_params = dict(stimulus_params or {})
     common = {"n_perm": n_perm, "alpha": alpha, "seed": seed, **params}
     found = DETECTORS[kind](_Inputs(store, model, module, stimulus_params), layers, common)

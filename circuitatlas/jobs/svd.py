@@ -11,6 +11,7 @@ import numpy as np
 from circuitatlas.analysis.plots import rgb_thumbnail, svd_scatter
 from circuitatlas.analysis.svd import BranchReport, SvdResult, branch_contingency, svd_clusters
 from circuitatlas.errors import NotFound
+from circuitatlas.queries.aliases import resolve_layer
 from circuitatlas.queries.models import layer_neurons
 from circuitatlas.queries.weights import read_abs_sums, read_weights
 from circuitatlas.queries.writeback import svd_analysis_key, write_clusters
@@ -66,7 +67,9 @@ def _abs_sums(store: Store, model: str, src: str, dst: str, kind: str):
 
 def run_svd(store: Store, model: str, src: str, dst: str, k: int | None = None, kind: str = "auto",
             plot: str | None = None) -> SvdAnalysis:
-    """Cluster, write back (replacing an earlier run with the same key) and optionally plot."""
+    """Cluster, write back (replacing an earlier run with the same key) and optionally plot;
+    ``src`` and ``dst`` may be any name of their layers."""
+    src, dst = resolve_layer(store, model, src), resolve_layer(store, model, dst)
     W, kind = _abs_sums(store, model, src, dst, kind)
     result = svd_clusters(W, k)
     analysis = SvdAnalysis(result, src, dst, kind, svd_analysis_key(src, dst, kind, k))

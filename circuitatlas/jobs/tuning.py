@@ -11,7 +11,8 @@ from torch import nn
 
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 from circuitatlas.jobs.network import network
-from circuitatlas.queries.models import input_size, layer_info, layer_tuning, model_meta
+from circuitatlas.queries.aliases import resolve_layer
+from circuitatlas.queries.models import input_size, layer_tuning, model_meta
 from circuitatlas.queries.writeback import set_neuron_properties
 from circuitatlas.store import Store
 
@@ -22,8 +23,8 @@ def annotate_tuning(store: Store, model: str, layer: str, channels: Iterable[int
                     stimulus: str = "curve", n_angles: int = 64, module: nn.Module | None = None,
                     **stimulus_params) -> TuningResult:
     """Measure, then store ``orientation``, ``orientation_selectivity``, ``tuning``,
-    ``tuning_angles`` and ``tuning_params`` on each neuron measured."""
-    layer_info(store, model, layer)
+    ``tuning_angles`` and ``tuning_params`` on each neuron measured (``layer``: any of its names)."""
+    layer = resolve_layer(store, model, layer)
     net = network(store, model, module)
     size = input_size(model_meta(store, model))
     result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles, size=size, **stimulus_params)

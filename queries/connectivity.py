@@ -1,0 +1,266 @@
+"""Query helpers that researchers use without writing Cypher: units by criteria, adjacency
+tables, common inputs and outputs and similar units (paths and circuits: :mod:`.paths`). Each takes unit criteria (:class:`~circuitatlas.queries.criteria.Units`, a neuron uid or a
+list of uids), returns plain tables (lists of dicts, numpy arrays, networkx graphs), and has a
+``timeout`` (seconds for the whole call, enforced by the server) and a row ``limit``.
+
+Relative strength (computed at query time; the Cypher fragments ``strongest_input`` and
+``strongest_output`` of :mod:`circuitatlas.queries.cypher` are the one place to read stored
+values instead): ``rel_in`` of an edge is its ``sum`` over the largest |sum| among its target's
+inputs of that kind, ``rel_out`` its ``sum`` over the largest |sum| among its source's outputs.
+Both are signed and lie in [-1, 1].
+
+A table that reaches its ``limit`` is cut there (strongest rows first) and a :class:`Truncated`
+warning says so; :func:`paths`, which cannot be answered from part of its subgraph, raises instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from circuitatlas import names
+from circuitatlas.errors import InvalidInput, NotFound, QueryError
+from circuitatlas.queries import aliases, cypher
+from circuitatlas.queries.criteria import Units, UnitsLike, as_units, is_pattern, where
+from circuitatlas.store import Store
+
+__all__ = ["units", "adjacency", "Adjacency", "common_inputs", "common_outputs", "similar_units", "Truncated",
+           "DEFAULT_TIMEOUT", "DEFAULT_LIMIT", "resolve_kind"]
+
+DEFAULT_TIMEOUT = 30.0  # seconds for one helper call, all its queries together
+DEFAULT_LIMIT = 10_000  # rows of a table (edges of a circuit or of a paths subgraph)
+SIGNS = {None: 0, "+": 1, "-": -1}
+SIMILARITY = {"inputs": ("inputs", False), "outputs": ("outputs", False), "kernels": ("inputs", True)}
+PATH_WEIGHTS = ("product", "sum")
+UNIT_FIELDS = ("uid", "model", "layer", "channel", "branch", "orientation", "selectivity")  # a units table's columns
+
+
+class Truncated(UserWarning):
+    """A helper stopped at its row limit: what it returned is the first ``limit`` rows, strongest first."""
+
+
+@dataclass
+class Adjacency:
+    """The three tables of :func:`adjacency`: the source and target units that have an edge in
+    ``edges`` (unit rows as :func:`units` gives them) and the edges themselves (``source``,
+    ``target``, ``sum``, ``l2``, ``rel_in``, ``rel_out``, and with kernels ``kernel`` (kh, kw))."""
+
+    sources: list[dict[str, Any]]
+    targets: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+    kind: str = "direct"
+    truncated: bool = False
+
+    def matrix(self, value: str = "sum") -> tuple[np.ndarray, list[str], list[str]]:
+        """``(M, target_uids, source_uids)``: one edge column as a (targets, sources) array, 0 where
+        no edge was returned; rows and columns in the order of :attr:`targets` and :attr:`sources`."""
+        rows = [u["uid"] for u in self.targets]
+        cols = [u["uid"] for u in self.sources]
+        at_row, at_col = {u: i for i, u in enumerate(rows)}, {u: i for i, u in enumerate(cols)}
+        out = np.zeros((len(rows), len(cols)))
+        for edge in self.edges:
+            out[at_row[edge["target"]], at_col[edge["source"]]] = edge[value]
+        return out, rows, cols
+
+
+@dataclass
+class _Budget:
+    """One timeout for all the queries of a call: each query gets what is left of it."""
+
+    timeout: float | None
+    began: float = field(default_factory=time.monotonic)
+
+    def read(self, store: Store, query: str, **params: Any) -> list[dict[str, Any]]:
+        left = None
+        if self.timeout is not None:
+            left = self.timeout - (time.monotonic() - self.began)
+            if left <= 0:
+                raise QueryError(f"query timed out after {self.timeout:g} s (pass a larger timeout)")
+        try:
+            return store.read_with_timeout(query, left, **params)
+        except QueryError as exc:
+            if self.timeout is not None and str(exc).startswith("query timed out"):
+                raise QueryError(f"query timed out after {self.timeout:g} s (pass a larger timeout)") from None
+            raise
+
+
+def _unit(row: dict[str, Any]) -> dict[str, Any]:
+    """A unit row with its columns in :data:`UNIT_FIELDS` order (a map projection has none)."""
+    return {key: row.get(key) for key in UNIT_FIELDS}
+
+
+def _check_limit(limit: int) -> int:
+    if int(limit) < 1:
+        raise InvalidInput(f"limit must be at least 1, got {limit}")
+    return int(limit)
+
+
+def _capped(rows: list, limit: int, what: str) -> tuple[list, bool]:
+    if len(rows) <= limit:
+        return rows, False
+    warnings.warn(f"{what}: stopped at limit={limit} rows (strongest first); pass a larger limit for more",
+                  Truncated, stacklevel=3)
+    return rows[:limit], True
+
+
+def _sign(sign: str | None) -> int:
+    if sign not in SIGNS:
+        raise InvalidInput(f"sign must be '+', '-' or None, not {sign!r}")
+    return SIGNS[sign]
+
+
+def _fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"{name} is a fraction of the strongest edge, between 0 and 1, not {value}")
+    return value
+
+
+def resolve_kind(store: Store, uids: Iterable[str], kind: str) -> str:
+    """``kind``, or for ``"auto"``: "expanded" when the layers of the units ``uids`` all have
+    expanded edges (observation layers of a model ingested with them), else "direct"."""
+    if kind != "auto":
+        names.rel_type(kind)
+        return kind
+    layers = sorted({names.layer_uid(*names.parse_neuron_uid(uid)[:2]) for uid in uids})
+    rows = store.read(cypher.LAYER_EDGE_KINDS, uids=layers)
+    return "expanded" if len(rows) == len(layers) and all(row["expanded"] for row in rows) else "direct"
+
+
+def _uid(store: Store, unit: str) -> str:
+    """The canonical uid of one unit given as a uid whose layer may be an alias (``iv1/3b:379``)."""
+    if not isinstance(unit, str):
+        raise InvalidInput(f"give one neuron uid '<model>/<layer>:<channel>', not {unit!r}")
+    try:
+        model = names.parse_neuron_uid(unit)[0]
+    except ValueError:
+        raise InvalidInput(f"{unit!r} is not a neuron uid '<model>/<layer>:<channel>'") from None
+    return aliases.resolve_unit(store, model, unit)
+
+
+def _canonical(store: Store, selected: UnitsLike) -> Units:
+    """Criteria with each layer named exactly resolved to its canonical name (an alias such as
+    ``3b`` works; an unknown layer is NotFound with the closest names); uids stay as given."""
+    c = as_units(selected)
+    exact = [layer for layer in c.layers if not is_pattern(layer)]
+    if c.model is None or not exact:
+        return c
+    resolved = aliases.resolve_layers(store, c.model, exact)
+    return dataclasses.replace(c, layers=tuple(resolved) + tuple(x for x in c.layers if is_pattern(x)))
+
+
+# -- units and adjacency --------------------------------------------------------------------------
+def units(store: Store, criteria: UnitsLike, limit: int = DEFAULT_LIMIT,
+          timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """The neurons ``criteria`` selects, by model, layer and channel: ``uid``, ``model``,
+    ``layer``, ``channel``, ``branch``, ``orientation``, ``selectivity`` (None where unset)."""
+    limit = _check_limit(limit)
+    text, params = where(_canonical(store, criteria), "n", "u")
+    rows = _Budget(timeout).read(store, cypher.units_query(text), limit=limit + 1, **params)
+    return _capped([_unit(row["unit"]) for row in rows], limit, "units")[0]
+
+
+def adjacency(store: Store, sources: UnitsLike, targets: UnitsLike, kind: str = "direct", min_rel: float = 0.0,
+              min_abs: float = 0.0, sign: str | None = None, kernels: bool = False, limit: int = DEFAULT_LIMIT,
+              timeout: float | None = DEFAULT_TIMEOUT) -> Adjacency:
+    """Edges of ``kind`` from the ``sources`` units to the ``targets`` units, as three tables.
+
+    Keeps edges with |sum| >= ``min_abs`` and |rel_in| >= ``min_rel`` (a fraction of the target's
+    strongest input of that kind, over all its inputs, not only the sources), of one ``sign``
+    ("+", "-") when given; strongest |sum| first. ``kernels`` adds each kernel as a (kh, kw) array.
+    """
+    rel = names.rel_type(kind)
+    limit = _check_limit(limit)
+    source_text, source_params = where(_canonical(store, sources), "a", "s")
+    target_text, target_params = where(_canonical(store, targets), "b", "t")
+    budget = _Budget(timeout)
+    rows = budget.read(store, cypher.adjacency_query(rel, source_text, target_text, kernels),
+                       min_rel=_fraction("min_rel", min_rel), min_abs=float(min_abs), sign=_sign(sign),
+                       limit=limit + 1, **source_params, **target_params)
+    edges, truncated = _capped(rows, limit, "adjacency")
+    if kernels:
+        for edge in edges:
+            edge["kernel"] = np.asarray(edge["kernel"], dtype=np.float32).reshape(edge["kh"], edge["kw"])
+    by_uid = {row["unit"]["uid"]: _unit(row["unit"]) for row in budget.read(
+        store, cypher.UNITS_BY_UID, uids=sorted({e["source"] for e in edges} | {e["target"] for e in edges}))}
+    sources, targets = ([by_uid[u] for u in sorted({e[side] for e in edges}, key=names.parse_neuron_uid)]
+                        for side in ("source", "target"))
+    return Adjacency(sources, targets, edges, kind, truncated)
+
+
+# -- common partners and similar units ------------------------------------------------------------
+def common_inputs(store: Store, units: UnitsLike, min_rel: float = 0.0, kind: str = "direct", sign: str | None = None,
+                  min_shared: int | None = None, limit: int = DEFAULT_LIMIT,
+                  timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """Neurons that feed at least ``min_shared`` (default: all) of ``units``, each edge at least
+    ``min_rel`` of that unit's strongest input. One row per partner: its unit columns, ``shared``
+    (how many of the units it feeds), ``strength`` (the sum of |rel_in| over them) and ``rel_in``
+    and ``sum`` (unit uid -> value); most shared, then strongest, first."""
+    return _common(store, units, "inputs", min_rel, kind, sign, min_shared, limit, timeout)
+
+
+def common_outputs(store: Store, units: UnitsLike, min_rel: float = 0.0, kind: str = "direct",
+                   sign: str | None = None, min_shared: int | None = None, limit: int = DEFAULT_LIMIT,
+                   timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """Neurons fed by at least ``min_shared`` (default: all) of ``units``, each edge at least
+    ``min_rel`` of that unit's strongest output; rows as :func:`common_inputs` with ``rel_out``."""
+    return _common(store, units, "outputs", min_rel, kind, sign, min_shared, limit, timeout)
+
+
+def _common(store: Store, selected: UnitsLike, side: str, min_rel: float, kind: str, sign: str | None,
+            min_shared: int | None, limit: int, timeout: float | None) -> list[dict[str, Any]]:
+    rel = names.rel_type(kind)
+    limit = _check_limit(limit)
+    if min_shared is not None and int(min_shared) < 1:
+        raise InvalidInput(f"min_shared must be at least 1, got {min_shared}")
+    text, params = where(_canonical(store, selected), "u", "u")
+    rows = _Budget(timeout).read(store, cypher.common_query(rel, text, side), min_rel=_fraction("min_rel", min_rel),
+                                 sign=_sign(sign), min_shared=None if min_shared is None else int(min_shared),
+                                 limit=limit + 1, **params)
+    column = "rel_in" if side == "inputs" else "rel_out"
+    table = [{**_unit(row["unit"]), "shared": len(row["links"]), "strength": row["strength"],
+              column: {link["unit"]: link["rel"] for link in row["links"]},
+              "sum": {link["unit"]: link["sum"] for link in row["links"]}} for row in rows]
+    return _capped(table, limit, f"common_{side}")[0]
+
+
+def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind: str = "auto",
+                  timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """The ``k`` other units of ``unit``'s layer whose weight profile is most like its own.
+
+    ``by="inputs"``: the cosine between the units' input vectors (edge ``sum`` per input
+    partner; partners aligned by identity, a missing edge counts 0); ``"outputs"`` the same over
+    output partners; ``"kernels"``: the cosine between whole input kernels over aligned partners
+    (so spatial structure counts, as it does when mirror pairs and rotated families are spotted by
+    eye). ``kind="auto"``: expanded weights where the layer has them, else direct. Rows: unit
+    columns plus ``cosine`` and ``partners`` (how many partners the unit has), most similar first.
+    The work is one pass over the layer's edges in the server; only the ``k`` rows come back.
+    """
+    if by not in SIMILARITY:
+        raise InvalidInput(f"by must be one of {', '.join(SIMILARITY)}, not {by!r}")
+    uid = _uid(store, unit)
+    k = _check_limit(k)
+    kind = resolve_kind(store, [uid], kind)
+    rel = names.rel_type(kind)
+    side, kernels = SIMILARITY[by]
+    budget = _Budget(timeout)
+    rows = budget.read(store, cypher.profile_query(rel, side), uid=uid)
+    if not rows:
+        raise NotFound(f"no neuron {uid!r} in the graph")
+    value = "kernel" if kernels else "sum"
+    profile = {row["partner"]: row[value] for row in rows if row["partner"] is not None}
+    norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(v, dtype=np.float64))) for v in profile.values())))
+    if norm == 0:
+        raise InvalidInput(f"{uid} has no {kind} {side} with non-zero weight: nothing to compare "
+                           "(try another kind or by)")
+    found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=rows[0]["model"],
+                        layer=rows[0]["layer"], profile=profile, norm=norm, limit=k)
+    return [{**_unit(row["unit"]), "cosine": row["cosine"], "partners": row["partners"]} for row in found]
+
+
+# -- circuits and paths ---------------------------------------------------------------------------
