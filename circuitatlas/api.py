@@ -213,7 +213,7 @@ class Atlas(Closing):
               timeout: float | None = connectivity.DEFAULT_TIMEOUT, **fields: Any) -> list[dict[str, Any]]:
         """Neurons by criteria: a :class:`~circuitatlas.queries.criteria.Units`, uid(s), or its
         fields as keywords (``atlas.units(model="m", layers="inception3b", min_selectivity=0.5)``)."""
-        return connectivity.units(self.store, criteria if criteria is not None else Units(**fields), limit, timeout)
+        return connectivity.units(self.store, _settled(criteria, Units, fields), limit, timeout)
 
     def adjacency(self, sources: UnitsLike, targets: UnitsLike, kind: str = "direct", **options: Any) -> Adjacency:
         """Edges from ``sources`` to ``targets`` as three tables (``min_rel``, ``min_abs``, ``sign``,

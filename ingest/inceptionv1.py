@@ -34,6 +34,7 @@ names) before anything is loaded.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -325,7 +326,7 @@ def fetch_weights(spec: WeightsFile = PRETRAINED, cache_dir: Path | None = None,
             with urllib.request.urlopen(spec.url, timeout=timeout) as response, part.open("wb") as out:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # IncompleteRead too
             reason = getattr(exc, "reason", None) or exc
             raise IngestError(f"cannot download the {NAME} weights ({reason}); {_offline_hint(spec)}") from None
         found = git_blob_id(part)
@@ -333,8 +334,9 @@ def fetch_weights(spec: WeightsFile = PRETRAINED, cache_dir: Path | None = None,
             raise IngestError(f"the download from {spec.url} does not match its published checksum (git blob "
                               f"{spec.git_blob}, got {found}); nothing was cached")
         read_converted(part)  # the exact layout, before the file is taken into the cache
-        (folder / f"{spec.filename}.sha256").write_text(f"{_sha256(part)}  {spec.filename}\n")
+        digest = _sha256(part)
         os.replace(part, target)
+        (folder / f"{spec.filename}.sha256").write_text(f"{digest}  {spec.filename}\n")
     finally:
         part.unlink(missing_ok=True)
     return target
@@ -351,7 +353,8 @@ def load(weights: str | None, seed: int = 0, cache_dir: Path | None = None) -> t
     if weights in (None, "", *PRETRAINED_LABELS):
         path, label = fetch_weights(PRETRAINED, cache_dir), "inception5h"
     else:
-        path, label = Path(weights).expanduser(), str(Path(weights).expanduser())
+        path = Path(weights).expanduser().resolve()  # stored whole: a rebuild from elsewhere finds it
+        label = str(path)
         if not path.is_file():
             raise IngestError(f"no weights file {path}; --weights takes none, inception5h (downloaded) or the path "
                               "of a converted inception5h.pth")

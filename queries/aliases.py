@@ -19,7 +19,7 @@ from circuitatlas.queries import cypher
 from circuitatlas.queries.models import model_meta
 from circuitatlas.store import Store
 
-__all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "resolve_pattern"]
+__all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "alias_free_uid", "resolve_pattern"]
 
 
 def store_aliases(store: Store, model: str, aliases: Mapping[str, Sequence[str]]) -> None:
@@ -68,6 +68,14 @@ def resolve_unit(store: Store, model: str, unit: str) -> str:
     if not 0 <= channel < channels:
         raise InvalidInput(f"channel {channel} is not in {layer} ({channels} channels)")
     return names.neuron_uid(model, layer, channel)
+
+
+def alias_free_uid(store: Store, uid: str) -> str:
+    """``uid`` with its layer replaced by the canonical name when it is an alias; otherwise as it
+    is (an explicit uid list selects what exists: an unknown uid matches nothing)."""
+    model, layer, channel = names.parse_neuron_uid(uid)
+    found = store.read(cypher.LAYER_BY_ALIAS, model=model, alias=layer)
+    return names.neuron_uid(model, found[0]["name"], channel) if found else uid
 
 
 def resolve_pattern(store: Store, model: str, pattern: dict | str) -> dict | str:

@@ -121,15 +121,17 @@ def _fraction(name: str, value: float) -> float:
     return value
 
 
-def resolve_kind(store: Store, uids: Iterable[str], kind: str) -> str:
+def resolve_kind(store: Store, uids: Iterable[str], kind: str, direction: str = "in") -> str:
     """``kind``, or for ``"auto"``: "expanded" when the layers of the units ``uids`` all have
-    expanded edges (observation layers of a model ingested with them), else "direct"."""
+    expanded edges in ``direction`` ("in": inputs, "out": outputs; the first observation layer
+    has expanded outputs only, the last inputs only), else "direct"."""
     if kind != "auto":
         names.rel_type(kind)
         return kind
     layers = sorted({names.layer_uid(*names.parse_neuron_uid(uid)[:2]) for uid in uids})
     rows = store.read(cypher.LAYER_EDGE_KINDS, uids=layers)
-    return "expanded" if len(rows) == len(layers) and all(row["expanded"] for row in rows) else "direct"
+    wanted = f"expanded_{direction}"
+    return "expanded" if len(rows) == len(layers) and all(row[wanted] for row in rows) else "direct"
 
 
 def _uid(store: Store, unit: str) -> str:
@@ -145,12 +147,16 @@ def _uid(store: Store, unit: str) -> str:
 
 def _canonical(store: Store, selected: UnitsLike) -> Units:
     """Criteria with each layer named exactly resolved to its canonical name (an alias such as
-    ``3b`` works; an unknown layer is NotFound with the closest names); uids stay as given."""
+    ``3b`` works; an unknown layer is NotFound with the closest names) and each uid made
+    canonical (``iv1/3b:379`` -> ``iv1/mixed3b:379``)."""
     c = as_units(selected)
+    if c.uids:
+        c = dataclasses.replace(c, uids=tuple(aliases.alias_free_uid(store, uid) for uid in c.uids))
+    model = c.model or (names.parse_neuron_uid(c.uids[0])[0] if c.uids else None)
     exact = [layer for layer in c.layers if not is_pattern(layer)]
-    if c.model is None or not exact:
+    if model is None or not exact:
         return c
-    resolved = aliases.resolve_layers(store, c.model, exact)
+    resolved = aliases.resolve_layers(store, model, exact)
     return dataclasses.replace(c, layers=tuple(resolved) + tuple(x for x in c.layers if is_pattern(x)))
 
 
@@ -245,9 +251,9 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
         raise InvalidInput(f"by must be one of {', '.join(SIMILARITY)}, not {by!r}")
     uid = _uid(store, unit)
     k = _check_limit(k)
-    kind = resolve_kind(store, [uid], kind)
-    rel = names.rel_type(kind)
     side, kernels = SIMILARITY[by]
+    kind = resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out")
+    rel = names.rel_type(kind)
     budget = _Budget(timeout)
     rows = budget.read(store, cypher.profile_query(rel, side), uid=uid)
     if not rows:

@@ -80,7 +80,10 @@ class Units:
                 raise InvalidInput(f"orientation is a (lo, hi) range in degrees, not {self.orientation!r}") from None
             object.__setattr__(self, "orientation", (lo, hi))
         if self.min_selectivity is not None:
-            object.__setattr__(self, "min_selectivity", float(self.min_selectivity))
+            try:
+                object.__setattr__(self, "min_selectivity", float(self.min_selectivity))
+            except (TypeError, ValueError):
+                raise InvalidInput(f"min_selectivity is a number, not {self.min_selectivity!r}") from None
         for key in self.annotated:
             if not _IDENTIFIER.fullmatch(key):
                 raise InvalidInput(f"annotations are neuron property names, not {key!r}")
@@ -225,7 +228,12 @@ def _channel_list(text: str) -> tuple[int, ...]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         first, sep, last = part.partition("-")
         try:
-            out += list(range(int(first), int(last) + 1)) if sep else [int(part)]
+            lo, hi = (int(first), int(last)) if sep else (int(part), int(part))
         except ValueError:
             raise InvalidInput(f"channels are numbers and ranges like '0,4-7', not {text!r}") from None
+        if hi < lo:
+            raise InvalidInput(f"channel range {part!r} runs backwards")
+        out += list(range(lo, hi + 1))
+    if not out:
+        raise InvalidInput(f"no channels in {text!r}")
     return tuple(out)

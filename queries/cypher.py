@@ -484,5 +484,6 @@ UNIT_EXISTS = "UNWIND $uids AS uid MATCH (n:Neuron {uid: uid}) RETURN n.uid AS u
 LAYER_EDGE_KINDS = """
 UNWIND $uids AS uid
 MATCH (l:Layer {uid: uid})
-RETURN uid, EXISTS { (l)-[:FEEDS {kind: 'expanded'}]-() } AS expanded
+RETURN uid, EXISTS { (l)<-[:FEEDS {kind: 'expanded'}]-() } AS expanded_in,
+       EXISTS { (l)-[:FEEDS {kind: 'expanded'}]->() } AS expanded_out
 """

@@ -111,7 +111,8 @@ def paths(store: Store, source: str, target: str, max_len: int = 3, k: int = 10,
     if not 1 <= min_len <= max_len:
         raise InvalidInput(f"path lengths must satisfy 1 <= min_len <= max_len, got {min_len} and {max_len}")
     min_rel = _fraction("min_rel", min_rel)
-    kind = resolve_kind(store, (source, target), kind)
+    kind = "direct" if kind == "auto" and (resolve_kind(store, [source], kind, "out") == "direct" or resolve_kind(
+        store, [target], kind, "in") == "direct") else resolve_kind(store, [source], kind, "out")
     rel = names.rel_type(kind)
     budget = _Budget(timeout)
     ids = {row["uid"]: row["id"] for row in budget.read(store, cypher.UNIT_EXISTS, uids=[source, target])}

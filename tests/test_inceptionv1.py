@@ -176,9 +176,16 @@ def test_expanded_kernels_of_the_5x5_branch_are_5x5_and_whole():
     # cut the 5x5 branch's kernels (3b:379 sees 3a through a 1x1 bottleneck and a 5x5 conv)
     from circuitatlas.ingest.expanded import expanded_kernels
 
-    graph = build_layer_graph(_random_net(), (3, 64, 64), observation_layers=["mixed3a", "mixed3b"])
-    cropped = expanded_kernels(graph, "mixed3a", "mixed3b")
-    whole = expanded_kernels(graph, "mixed3a", "mixed3b", crop=False)
+    from circuitatlas.ingest.expanded import _between, _crop_window, linearise
+
+    graph = build_layer_graph(_random_net(), (3, 128, 128), observation_layers=["mixed3a", "mixed3b"])
+    lin = linearise(graph.graph_module)  # at 128 px the maps are 16 x 16: the window really crops
+    ordered, downstream = _between(lin, graph.output_nodes["mixed3a"], graph.output_nodes["mixed3b"])
+    shape_b = graph.layers["mixed3b"].shape
+    assert _crop_window(lin, ordered, downstream, graph.output_nodes["mixed3a"], tuple(graph.layers["mixed3a"].shape),
+                        tuple(shape_b[1:]), (shape_b[1] // 2, shape_b[2] // 2)) is not None
+    cropped = expanded_kernels(graph, "mixed3a", "mixed3b", lin)
+    whole = expanded_kernels(graph, "mixed3a", "mixed3b", lin, crop=False)
     assert cropped[2].shape[1:] == (5, 5) == whole[2].shape[1:]
     np.testing.assert_array_equal(cropped[0], whole[0])
     np.testing.assert_array_equal(cropped[1], whole[1])
@@ -366,3 +373,12 @@ def test_googlenet_checkpoint_without_aux_heads_ingests_by_name(tmp_path):
     with pytest.warns(UserWarning, match=r"googlenet is built without them"):
         loaded = load_model(str(tmp_path / "finetuned.pt"), arch="googlenet")
     assert loaded.module.aux1 is None and _same_weights(loaded.module, trained)
+
+
+def test_git_blob_id_of_known_contents(tmp_path):
+    # git's own ids (`git hash-object`), independent of the implementation under test
+    empty, hello = tmp_path / "empty", tmp_path / "hello"
+    empty.write_bytes(b"")
+    hello.write_bytes(b"hello\n")
+    assert iv1.git_blob_id(empty) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert iv1.git_blob_id(hello) == "ce013625030ba8dba906f756967f9e9ca394464a"

@@ -490,6 +490,20 @@ def test_layer_aliases_and_unknown_layers(graph):
     assert graph.similar_units("t/first_block:0", k=3) == graph.similar_units("t/block1:0", k=3)
     with pytest.raises(NotFound, match="did you mean block1"):
         graph.units(Units(model="t", layers="blok1"))
+    # a uid whose layer is an alias selects the same unit in every helper that takes units
+    assert [u["uid"] for u in graph.units(["t/b1:2"])] == ["t/block1:2"]
+    assert graph.adjacency("t/b1:2", Units(model="t", layers="down")).edges == \
+        graph.adjacency("t/block1:2", Units(model="t", layers="down")).edges
+    assert graph.common_inputs(["t/b1:2", "t/b1:3"]) == graph.common_inputs(["t/block1:2", "t/block1:3"])
+
+
+def test_auto_kind_at_the_ends_of_the_observation_layers(graph):
+    # the first observation layer has expanded outputs but no expanded inputs: "auto" must read its
+    # direct inputs (from the image), not report none
+    first = graph.circuit("t/stem.0:0", 1, 0.0)
+    assert first.graph["kind"] == "direct" and first.number_of_edges() > 0
+    assert set(first.edges) == set(graph.circuit("t/stem.0:0", 1, 0.0, kind="direct").edges)
+    assert graph.similar_units("t/stem.0:0", k=3) == graph.similar_units("t/stem.0:0", k=3, kind="direct")
 
 
 def test_helpers_check_their_arguments(graph):
@@ -499,7 +513,10 @@ def test_helpers_check_their_arguments(graph):
                  lambda: graph.units(Units(model="t"), limit=0),
                  lambda: graph.circuit("t/down:0", depth=0),
                  lambda: graph.circuit("down:0"),
-                 lambda: graph.common_inputs(["t/down:0"], min_shared=0)):
+                 lambda: graph.common_inputs(["t/down:0"], min_shared=0),
+                 lambda: Units.from_options(model="t", channels="7-4"),
+                 lambda: Units.from_options(model="t", channels=","),
+                 lambda: Units(model="t", min_selectivity="high")):
         with pytest.raises(InvalidInput):
             call()
     assert list(itertools.islice(graph.units(["t/down:0"]), 1))[0]["uid"] == "t/down:0"
