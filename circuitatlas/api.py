@@ -15,12 +15,12 @@ from circuitatlas.analysis.examples import Example
 from circuitatlas.analysis.featurevis import RenderSettings
 from circuitatlas.analysis.motifs import Motif
 from circuitatlas.analysis.tuning import TuningResult
-from circuitatlas.config import ConnectionSettings, resolve_connection
+from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
-from circuitatlas.ingest.sources import rebuild
 from circuitatlas.ingest.writer import Progress
 from circuitatlas.jobs import examples, featurevis, motifs, svd, tuning
 from circuitatlas.jobs.ingest import ingest as run_ingest
+from circuitatlas.jobs.network import network
 from circuitatlas.jobs.svd import SvdAnalysis
 from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
 from circuitatlas.queries.connectivity import Adjacency
@@ -117,12 +117,12 @@ class Atlas(Closing):
         empty local server by an offline ``neo4j-admin`` import. The layer aliases of the
         architecture are stored on its layers.
         """
-        return run_ingest(self.store, source, name, _settled(job, IngestJob.of, settings), progress)
+        return run_ingest(self.store, source, name, settled(job, IngestJob.of, settings), progress)
 
     def module(self, model: str, trust_pickle: bool = False) -> nn.Module:
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
         checked against the fingerprint of the weights ingested."""
-        return rebuild(self.model_meta(model), trust_pickle=trust_pickle)
+        return network(self.store, model, trust_pickle=trust_pickle)
 
     # -- reading weights ---------------------------------------------------------------------
     def weights(self, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
@@ -183,7 +183,7 @@ class Atlas(Closing):
         again); each batch is stored as soon as it is rendered. ``progress(n)`` counts channels.
         Returns one report per layer, in network order (``rendered``, ``skipped``, of which
         ``linked``, ``sheet``, ``channels``)."""
-        return featurevis.featurevis(self.store, model, layers, channels, _settled(settings, RenderSettings, render),
+        return featurevis.featurevis(self.store, model, layers, channels, settled(settings, RenderSettings, render),
                                      device, chunk, module, progress)
 
     def find_motifs(self, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200, alpha: float = 0.01,
@@ -213,7 +213,7 @@ class Atlas(Closing):
               timeout: float | None = connectivity.DEFAULT_TIMEOUT, **fields: Any) -> list[dict[str, Any]]:
         """Neurons by criteria: a :class:`~circuitatlas.queries.criteria.Units`, uid(s), or its
         fields as keywords (``atlas.units(model="m", layers="inception3b", min_selectivity=0.5)``)."""
-        return connectivity.units(self.store, _settled(criteria, Units, fields), limit, timeout)
+        return connectivity.units(self.store, settled(criteria, Units, fields), limit, timeout)
 
     def adjacency(self, sources: UnitsLike, targets: UnitsLike, kind: str = "direct", **options: Any) -> Adjacency:
         """Edges from ``sources`` to ``targets`` as three tables (``min_rel``, ``min_abs``, ``sign``,
@@ -242,10 +242,3 @@ class Atlas(Closing):
         """The upstream circuit of ``target``: inputs over ``min_rel`` of each unit's strongest,
         ``depth`` steps back, as a networkx graph with kernels."""
         return paths.circuit(self.store, target, depth, min_rel, **options)
-
-
-def _settled(given: Any, make: Callable[..., Any], fields: dict[str, Any]) -> Any:
-    """A settings object: the one given, or one made from its fields as keywords, not both."""
-    if given is not None and fields:
-        raise TypeError(f"pass settings or their fields as keywords, not both ({', '.join(fields)})")
-    return given if given is not None else make(**fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from circuitatlas.errors import ConfigError
 from circuitatlas.localserver import LocalServer
@@ -37,12 +38,17 @@ class ConnectionSettings:
     state_dir: str | Path | None = None
 
 
+def settled(given: Any, make: Callable[..., Any], fields: dict[str, Any]) -> Any:
+    """A settings object: the one given, or one made from its fields as keywords, not both."""
+    if given is not None and fields:
+        raise TypeError(f"pass settings or their fields as keywords, not both ({', '.join(fields)})")
+    return given if given is not None else make(**fields)
+
+
 def resolve_connection(settings: ConnectionSettings | None = None, **fields: str | Path | None) -> Connection:
     """Settle the connection: ``settings`` (or its fields as keywords) win, then
     NEO4J_URI/USER/PASSWORD/DATABASE, then the local server's state file (``circuitatlas db start``)."""
-    if settings is not None and fields:
-        raise TypeError(f"pass settings or their fields as keywords, not both ({', '.join(fields)})")
-    asked = settings or ConnectionSettings(**fields)
+    asked = settled(settings, ConnectionSettings, fields)
     uri, user, password, database, state_dir = (asked.uri, asked.user, asked.password, asked.database,
                                                  asked.state_dir)
     database = database or os.environ.get("NEO4J_DATABASE") or None

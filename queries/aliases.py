@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 from circuitatlas import names
 from circuitatlas.errors import InvalidInput, NotFound
 from circuitatlas.queries import cypher
-from circuitatlas.queries.models import model_meta
+from circuitatlas.queries.models import layer_info, model_meta
 from circuitatlas.store import Store
 
 __all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "alias_free_uid", "resolve_pattern"]
@@ -30,14 +30,20 @@ def store_aliases(store: Store, model: str, aliases: Mapping[str, Sequence[str]]
         store.write(cypher.SET_LAYER_ALIASES, rows=rows)
 
 
+def _alias_of(store: Store, model: str, name: str) -> str | None:
+    """The canonical name of the layer that ``name`` is an alias of, or None."""
+    found = store.read(cypher.LAYER_BY_ALIAS, model=model, alias=name)
+    return found[0]["name"] if found else None
+
+
 def resolve_layer(store: Store, model: str, name: str) -> str:
     """The canonical name of layer ``name`` (itself, or the layer it is an alias of); NotFound
     with the closest names when the model has no such layer."""
     if store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, name)):
         return name
-    found = store.read(cypher.LAYER_BY_ALIAS, model=model, alias=name)
-    if found:
-        return found[0]["name"]
+    canonical = _alias_of(store, model, name)
+    if canonical is not None:
+        return canonical
     model_meta(store, model)  # an unknown model is reported as such
     known = [n for row in store.read(cypher.LAYER_NAMES, model=model) for n in (row["name"], *row["aliases"])]
     close = difflib.get_close_matches(name, known, n=3)
@@ -64,7 +70,7 @@ def resolve_unit(store: Store, model: str, unit: str) -> str:
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     layer = resolve_layer(store, model, layer)
-    channels = store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, layer))[0]["channels"]
+    channels = layer_info(store, model, layer)["channels"]
     if not 0 <= channel < channels:
         raise InvalidInput(f"channel {channel} is not in {layer} ({channels} channels)")
     return names.neuron_uid(model, layer, channel)
@@ -74,8 +80,8 @@ def alias_free_uid(store: Store, uid: str) -> str:
     """``uid`` with its layer replaced by the canonical name when it is an alias; otherwise as it
     is (an explicit uid list selects what exists: an unknown uid matches nothing)."""
     model, layer, channel = names.parse_neuron_uid(uid)
-    found = store.read(cypher.LAYER_BY_ALIAS, model=model, alias=layer)
-    return names.neuron_uid(model, found[0]["name"], channel) if found else uid
+    canonical = _alias_of(store, model, layer)
+    return uid if canonical is None else names.neuron_uid(model, canonical, channel)
 
 
 def resolve_pattern(store: Store, model: str, pattern: dict | str) -> dict | str:
@@ -87,6 +93,5 @@ def resolve_pattern(store: Store, model: str, pattern: dict | str) -> dict | str
     resolved = copy.deepcopy(pattern)
     for spec in resolved["nodes"].values():
         if isinstance(spec, dict) and spec.get("layer") is not None:
-            found = store.read(cypher.LAYER_BY_ALIAS, model=model, alias=spec["layer"])
-            spec["layer"] = found[0]["name"] if found else spec["layer"]
+            spec["layer"] = _alias_of(store, model, spec["layer"]) or spec["layer"]
     return resolved

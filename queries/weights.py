@@ -7,22 +7,16 @@ import numpy as np
 from circuitatlas import names
 from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
+from circuitatlas.queries.models import layer_info
 from circuitatlas.store import Store
 
 __all__ = ["read_weights", "read_abs_sums", "read_edge_stat"]
-
-def _channels(store: Store, model: str, layer: str) -> int:
-    info = store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, layer))
-    if not info:
-        raise NotFound(f"no layer {layer!r} in model {model!r}")
-    return info[0]["channels"]
-
 
 def read_edge_stat(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct",
                    stat: str = "sum") -> np.ndarray:
     """One statistic of each kernel between two layers as an (out, in) array (absent edges: 0)."""
     rel = names.rel_type(kind)
-    out = np.zeros((_channels(store, model, dst_layer), _channels(store, model, src_layer)), dtype=np.float64)
+    out = np.zeros((layer_info(store, model, dst_layer)["channels"], layer_info(store, model, src_layer)["channels"]), dtype=np.float64)
     found = False
     for row in store.stream(cypher.read_edge_stat(rel, stat), model=model, src=src_layer, dst=dst_layer):
         out[row["dst"], row["src"]] = row["value"]
@@ -40,7 +34,7 @@ def read_abs_sums(store: Store, model: str, src_layer: str, dst_layer: str, kind
 def read_weights(store: Store, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
     """Reassemble the (out, in, kh, kw) kernels between two layers; absent edges are zeros."""
     rel = names.rel_type(kind)
-    shapes = [_channels(store, model, src_layer), _channels(store, model, dst_layer)]
+    shapes = [layer_info(store, model, src_layer)["channels"], layer_info(store, model, dst_layer)["channels"]]
     out = None
     for row in store.stream(cypher.read_edges(rel), model=model, src=src_layer, dst=dst_layer):
         if out is None:

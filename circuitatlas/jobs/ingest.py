@@ -12,7 +12,6 @@ from circuitatlas.ingest.pipeline import ingest as run_pipeline
 from circuitatlas.ingest.sources import layer_aliases
 from circuitatlas.ingest.writer import Progress
 from circuitatlas.queries.aliases import store_aliases
-from circuitatlas.queries.models import model_meta
 from circuitatlas.store import ModelSummary, Store
 
 __all__ = ["ingest"]
@@ -26,5 +25,5 @@ def ingest(store: Store, source: str | nn.Module, name: str, job: IngestJob,
         canonical = {alias: layer for layer, others in layer_aliases(job.arch or source).items() for alias in others}
         job = dataclasses.replace(job, layers=tuple(canonical.get(layer, layer) for layer in job.layers))
     summary = run_pipeline(store, source, name, job, progress)
-    store_aliases(store, name, layer_aliases(model_meta(store, name).get("arch")))
+    store_aliases(store, name, layer_aliases(summary.arch))
     return summary
