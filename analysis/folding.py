@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["fold_batchnorm_weights"]
+__all__ = ["fold_batchnorm_weights", "batchnorm_scale"]
+
+
+def batchnorm_scale(running_var: torch.Tensor, eps: float, weight: torch.Tensor | None) -> torch.Tensor:
+    """The per-channel factor of an eval-mode BatchNorm: ``weight / sqrt(var + eps)``."""
+    with torch.no_grad():
+        std = torch.sqrt(running_var + eps)
+        return weight / std if weight is not None else 1.0 / std
 
 
 def fold_batchnorm_weights(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -23,8 +30,7 @@ def fold_batchnorm_weights(weight: torch.Tensor, bias: torch.Tensor | None,
     require grad and have the dtype torch's type promotion gives ``weight`` and ``bn``'s tensors.
     """
     with torch.no_grad():
-        std = torch.sqrt(bn.running_var + bn.eps)
-        scale = bn.weight / std if bn.affine else 1.0 / std
+        scale = batchnorm_scale(bn.running_var, bn.eps, bn.weight if bn.affine else None)
         shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
         b = bias if bias is not None else torch.zeros_like(bn.running_mean)
         folded = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))

@@ -17,8 +17,10 @@ from circuitatlas.analysis.motifs import Motif
 from circuitatlas.analysis.tuning import TuningResult
 from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
+from circuitatlas.ingest.plan import IngestPlan
 from circuitatlas.ingest.writer import Progress
 from circuitatlas.jobs import examples, featurevis, motifs, svd, tuning
+from circuitatlas.jobs.ingest import dry_run
 from circuitatlas.jobs.ingest import ingest as run_ingest
 from circuitatlas.jobs.network import network
 from circuitatlas.jobs.svd import SvdAnalysis
@@ -119,6 +121,13 @@ class Atlas(Closing):
         """
         return run_ingest(self.store, source, name, settled(job, IngestJob.of, settings), progress)
 
+    @staticmethod
+    def dry_run(source: str | nn.Module, name: str, *, job: IngestJob | None = None, **settings: Any) -> IngestPlan:
+        """What :meth:`ingest` with the same arguments would store (layers, neurons, direct edges
+        exactly, expanded edges as an upper bound, store size and time estimates); writes nothing
+        and needs no server."""
+        return dry_run(source, name, settled(job, IngestJob.of, settings))
+
     def module(self, model: str, trust_pickle: bool = False) -> nn.Module:
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
         checked against the fingerprint of the weights ingested."""
@@ -138,10 +147,16 @@ class Atlas(Closing):
         return subgraph.subgraph(self.store, model, aliases.resolve_layers(self.store, model, layers), kind,
                                  min_l2, top_k)
 
-    def search(self, pattern: dict | str, model: str, kind: str = "direct") -> list[dict[str, str]]:
+    def search(self, pattern: dict | str, model: str, kind: str = "direct", *, layers: Iterable[str] | None = None,
+               limit: int | None = None, timeout: float | None = patterns.SEARCH_TIMEOUT) -> list[dict[str, str]]:
         """Matches of a signed pattern (a dict, or a name in ``queries.patterns.PATTERNS``):
-        one dict pattern-node -> neuron uid per match. See :mod:`circuitatlas.queries.patterns`."""
-        return patterns.search(self.store, aliases.resolve_pattern(self.store, model, pattern), model, kind)
+        one dict pattern-node -> neuron uid per match; nodes the pattern pins to no layer are
+        looked for in ``layers`` (all when None); the first ``limit`` matches; a one-line error
+        after ``timeout`` seconds. See :mod:`circuitatlas.queries.patterns`."""
+        if layers is not None:
+            layers = aliases.resolve_layers(self.store, model, layers)
+        return patterns.search(self.store, aliases.resolve_pattern(self.store, model, pattern), model, kind,
+                               layers, limit, timeout)
 
     # -- analyses (each written back onto the graph) -----------------------------------------
     def analyze_svd(self, model: str, src_layer: str, dst_layer: str, k: int | None = None, kind: str = "auto",

@@ -189,7 +189,8 @@ def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, 
             progress.part(f"csv {part.name}")
             n, kh, kw = kernels.shape
             flat = kernels.reshape(n, kh * kw)
-            by_name = rows.kernel_stats(flat)
+            by_name = rows.edge_stats(flat, out_idx, in_idx, graph.layers[part.dst].channels,
+                                      graph.layers[src].channels, job.maxima(part, src))
             stats = np.stack([by_name[name] for name in cypher.EDGE_STATS], axis=1)  # the header's order
             order, _ = rows.select_edges(out_idx, by_name["l2"], options.min_l2,
                                          options.top_k_per_neuron, grouped=False)  # a file needs no grouping
@@ -209,11 +210,11 @@ def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, 
 def _edge_lines(src: np.ndarray, dst: np.ndarray, flat: np.ndarray, stats: np.ndarray, kh: int, kw: int,
                 id_words: int) -> bytes:
     """CSV lines of EDGE_HEADER for n edges: node ids, (n, kh*kw) float32 kernels and their
-    (n, 5) statistics in ``cypher.EDGE_STATS`` order."""
+    (n, len(EDGE_STATS)) statistics in ``cypher.EDGE_STATS`` order."""
     n, m = flat.shape
     k0 = 2 * id_words  # where the kernel's cells start, in words
     s0 = k0 + 2 * m + 1  # where the statistics' cells start, after "kh,kw,"
-    line = np.empty((n, s0 + 10), dtype=np.uint64)
+    line = np.empty((n, s0 + 2 * stats.shape[1]), dtype=np.uint64)
     line[:, :id_words] = int_cells(src, id_words)
     line[:, id_words:k0] = int_cells(dst, id_words)
     float32_words(flat, line[:, k0:k0 + 2 * m:2], line[:, k0 + 1:k0 + 2 * m:2], ";")

@@ -1,7 +1,8 @@
 """Expanded weights between observation layers, as defined in the Circuits thread.
 
 In a linearised copy of the model (pointwise nonlinearities -> identity, max-pool ->
-average-pool over the same window, BatchNorm kept: in eval mode it is affine), the
+average-pool over the same window, BatchNorm kept: in eval mode it is affine, LayerNorm ->
+its per-channel weight: the normalisation counts as a nonlinearity), the
 expanded kernel from unit ``i`` of layer A to unit ``j`` of layer B is the gradient of B's
 channel ``j`` at its central position with respect to A's channel ``i``, cropped to the
 window where any kernel of the pair is non-zero.
@@ -19,13 +20,34 @@ from torch import fx, nn
 
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest.graphtypes import LayerGraph
-from circuitatlas.ingest.ops import NONLINEAR_FUNCTIONS, NONLINEAR_METHODS, NONLINEAR_MODULES
+from circuitatlas.ingest.ops import (
+    LAYERNORM_FUNCTIONS,
+    LAYERNORM_MODULES,
+    NONLINEAR_FUNCTIONS,
+    NONLINEAR_METHODS,
+    NONLINEAR_MODULES,
+)
 
 __all__ = ["linearise", "expanded_kernels"]
 
 
 def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return x
+
+
+def _layer_norm_weight(x: torch.Tensor, normalized_shape: Any = None, weight: torch.Tensor | None = None,
+                       bias: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """LayerNorm linearised: its per-channel weight, the normalisation taken as the identity."""
+    return x if weight is None else x * weight
+
+
+class _LayerNormWeight(nn.Module):
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight if norm.elementwise_affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _layer_norm_weight(x, weight=self.weight)
 
 
 def linearise(gm: fx.GraphModule) -> fx.GraphModule:
@@ -44,6 +66,10 @@ def linearise(gm: fx.GraphModule) -> fx.GraphModule:
             avg = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode,
                                count_include_pad=False)
             _set_submodule(lin, node.target, avg)
+        elif isinstance(module, LAYERNORM_MODULES):
+            _set_submodule(lin, node.target, _LayerNormWeight(module))
+        elif node.op == "call_function" and node.target in LAYERNORM_FUNCTIONS:
+            node.target = _layer_norm_weight
         elif isinstance(module, nn.AdaptiveMaxPool2d):
             _set_submodule(lin, node.target, nn.AdaptiveAvgPool2d(module.output_size))
         elif node.op == "call_function" and node.target is nn.functional.max_pool2d:
@@ -90,16 +116,21 @@ def _between(gm: fx.GraphModule, src: str, dst: str) -> tuple[list[fx.Node], set
 
 def _run_from(gm: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], src: str, value: torch.Tensor
               ) -> torch.Tensor:
-    """Evaluate the nodes between src and dst with src's value given; values not downstream
-    of src are zeros (the linearised map from src is what the gradient sees)."""
+    """Evaluate the nodes between src and dst with src's value given; values that depend on the
+    input but not on src are zeros (the linearised map from src is what the gradient sees);
+    constants (parameters such as a layer scale, and ops on them) are what they are."""
     env: dict[str, Any] = {}
     modules = dict(gm.named_modules())
     batch = value.shape[0]
+    varying: set[str] = set()
+    for node in ordered:
+        if node.op == "placeholder" or any(a.name in varying for a in node.all_input_nodes):
+            varying.add(node.name)
     for node in ordered:
         if node.name == src:
             env[node.name] = value
             continue
-        if node.name not in downstream:
+        if node.name not in downstream and node.name in varying:
             meta = node.meta.get("tensor_meta")
             if meta is None or not hasattr(meta, "shape"):
                 raise IngestError(f"cannot isolate node {node.name} between layers")

@@ -22,20 +22,23 @@ class LayerInfo:
     """A layer node of the graph: a weight layer, the input image, or an observation block."""
 
     name: str
-    kind: str  # "input" | "conv" | "linear" | "block"
+    kind: str  # "input" | "conv" | "linear" | "add" | "block"
     channels: int
     order: int
-    shape: tuple[int, ...]  # output shape without the batch dim: (C, H, W) or (C,)
+    shape: tuple[int, ...]  # output shape without the batch dim, channels first: (C, H, W) or (C,)
     branches: list[str | None] | None = None  # block layers: the branch each channel comes from
+    channels_last: bool = False  # the module's output is (N, H, W, C) (ConvNeXt's pointwise linears)
+    sources: list[tuple[Source, ...]] | None = field(default=None, repr=False)  # block layers: each channel's neurons
 
 
 @dataclass
 class WeightLayer:
-    """A conv or linear layer with its effective (BatchNorm-folded) weights.
+    """A conv, linear or add layer with its effective (BatchNorm-folded) weights.
 
     ``weight`` is (out, in / groups, kh, kw); a linear layer reading a flattened (C, H, W)
-    map is stored as a conv with an (H, W) kernel. ``sources[i]`` lists the neurons that
-    carry input channel ``i``.
+    map is stored as a conv with an (H, W) kernel; an add of two maps of C channels as a grouped
+    1x1 conv (C groups of two inputs: channel ``c`` of each operand, weighted by the factor it
+    carries). ``sources[i]`` lists the neurons that carry input channel ``i``.
     """
 
     name: str

@@ -1,12 +1,13 @@
 """``nn.Module`` -> :class:`LayerGraph`: weight layers, channel provenance, observation layers.
 
 The model is traced with ``torch.fx`` at a given input size and every traced node is handed to
-the handler for its op (:mod:`circuitatlas.ingest.provenance`), which tracks, per channel, which
+the handler for its op (:mod:`circuitatlas.ingest.handlers`), which tracks, per channel, which
 neurons (``(layer, channel)`` pairs) a value carries, through pointwise ops, pooling, concat
-(channel offsets) and add (residuals: both sources). Every conv/linear becomes a
-:class:`WeightLayer` whose per-input-channel sources give the direct edges; a BatchNorm right
-after a conv is folded into it. The observation layers (blocks whose outputs are compared by
-expanded weights) are added last, and every layer is numbered in graph order.
+(channel offsets), reshapes (channel shuffles) and sums (the residual stream: a layer of its
+own). Every conv/linear/add becomes a :class:`WeightLayer` whose per-input-channel sources give
+the direct edges; a BatchNorm right after a conv is folded into it. The observation layers
+(blocks whose outputs are compared by expanded weights) are added last, and every layer is
+numbered in graph order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest.graphtypes import INPUT_LAYER, LayerGraph, LayerInfo, Source, WeightLayer
-from circuitatlas.ingest.provenance import TraceState, node_shape
+from circuitatlas.ingest.provenance import node_shape
+from circuitatlas.ingest.tracestate import TraceState, module_output
 
 __all__ = ["LayerInfo", "WeightLayer", "LayerGraph", "build_layer_graph", "INPUT_LAYER", "trace",
            "default_observation_layers"]
@@ -76,10 +78,12 @@ def _add_blocks(state: TraceState, gm: fx.GraphModule, observed: list[str]) -> N
     for name in observed:
         if name in state.layers:
             continue
-        node = _block_output(gm, name)
+        node = module_output(gm, name)
         state.add_layer(name, "block", node_shape(node)[1:], node)
-        if node.name in state.prov:
-            state.layers[name].branches = [_branch_of(name, sources) for sources in state.prov[node.name].channels]
+        if node.name in state.prov and state.prov[node.name].canonical:
+            channels = state.prov[node.name].channels
+            state.layers[name].branches = [_branch_of(name, sources) for sources in channels]
+            state.layers[name].sources = list(channels)
 
 
 def _in_graph_order(gm: fx.GraphModule, state: TraceState) -> dict[str, LayerInfo]:
@@ -105,29 +109,12 @@ def _branch_of(block: str, sources: tuple[Source, ...]) -> str | None:
     return layer[len(block) + 1:].split(".")[0]
 
 
-def _belongs(node: fx.Node, path: str) -> bool:
-    if node.op == "call_module" and (node.target == path or str(node.target).startswith(path + ".")):
-        return True
-    return path in (node.meta.get("nn_module_stack") or {})
-
-
-def _block_output(gm: fx.GraphModule, path: str) -> fx.Node:
-    """The one traced value that leaves module ``path``."""
-    inside = [n for n in gm.graph.nodes if _belongs(n, path)]
-    if not inside:
-        raise IngestError(f"no module {path!r} is called in the traced model (see `--layers`)")
-    leaving = [n for n in inside if any(not _belongs(u, path) for u in n.users)]
-    if len(leaving) != 1 or node_shape(leaving[0]) is None:
-        raise IngestError(f"module {path!r} has {len(leaving)} outputs; an observation layer needs exactly one")
-    return leaving[0]
-
-
 def default_observation_layers(model: nn.Module, gm: fx.GraphModule, layers: dict[str, LayerInfo]) -> list[str]:
     """The model's top-level blocks with a spatial output: plain ``nn.Sequential`` containers
     are opened one level at a time (ResNet's ``layer1`` -> ``layer1.0``, VGG's ``features`` ->
     its convs); modules without weights, not called, or with a flat output are left out."""
     called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
-    weight_names = [name for name, info in layers.items() if info.kind in ("conv", "linear")]
+    weight_names = [name for name, info in layers.items() if info.kind in ("conv", "linear", "add")]
     found: list[str] = []
 
     def visit(prefix: str, module: nn.Module) -> None:
@@ -139,7 +126,7 @@ def default_observation_layers(model: nn.Module, gm: fx.GraphModule, layers: dic
                 visit(path, child)
             elif path in layers or any(c == path or c.startswith(path + ".") for c in called):
                 node = layers[path] if path in layers else None
-                shape = node.shape if node else node_shape(_block_output(gm, path))[1:]
+                shape = node.shape if node else node_shape(module_output(gm, path))[1:]
                 if len(shape) == 3:
                     found.append(path)
 

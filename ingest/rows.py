@@ -6,15 +6,24 @@ Python lists whole. A row carries every kept incoming edge of one target neuron 
 source layer, strongest first (see :func:`kernel_rows`)::
 
     {"d": target id, "s": [source id, ...], "k": [the kernels' kh * kw values, concatenated],
-     "n": kh * kw, "kh": kh, "kw": kw, "sum": [...], "l1": [...], "l2": [...], "max": [...], "min": [...]}
+     "n": kh * kw, "kh": kh, "kw": kw, "sum": [...], "l1": [...], "l2": [...], "max": [...], "min": [...],
+     "rel_in": [...], "rel_out": [...]}
 
 where ids are the neurons' store (element) ids and each statistic has one value per source,
 in the order of ``s`` (``queries.cypher.create_edges`` reads these keys).
+
+Relative strengths: ``rel_in`` is an edge's |sum| over the largest |sum| among all the
+target's inputs of that kind, ``rel_out`` over the largest among all the source's outputs of
+that kind, both taken over every edge the network has (before pruning), so they do not depend
+on ``min_l2`` or ``top_k``. A direct edge's target reads all its inputs in one weight layer, but
+a source may feed several: :func:`direct_strongest` works the maxima out over the whole graph
+first. Expanded edges join consecutive observation layers only, so one block holds them all.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -22,8 +31,11 @@ import numpy as np
 from circuitatlas import names
 from circuitatlas.ingest.graphtypes import LayerGraph, WeightLayer
 
-__all__ = ["layer_rows", "feed_pairs", "neuron_rows", "kernel_rows", "direct_blocks",
-           "select_edges", "kernel_stats", "l2_norms"]
+__all__ = ["layer_rows", "feed_pairs", "neuron_rows", "kernel_rows", "direct_blocks", "direct_strongest",
+           "strongest", "relative", "edge_stats", "select_edges", "kernel_stats", "l2_norms", "Strongest"]
+
+# per layer, per channel: the largest |sum| among a neuron's inputs ("in") or outputs ("out")
+Strongest = dict[str, dict[str, np.ndarray]]
 
 
 def layer_rows(model: str, graph: LayerGraph) -> list[dict]:
@@ -65,7 +77,8 @@ def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndar
 
     ``kernels[k]`` (kh, kw) is the kernel from ``src_layer``'s channel ``in_channel_idx[k]``
     to output channel ``out_idx[k]``. A neuron that reaches several input channels (``cat([x, x])``)
-    gets the sum of its kernels, as it would in the network.
+    gets the sum of its kernels, as it would in the network. Kernels are float32 (float64 for a
+    float64 layer).
     """
     per_group = layer.weight.shape[1]
     outs_per_group = layer.out_channels // layer.groups
@@ -86,7 +99,42 @@ def direct_blocks(layer: WeightLayer) -> Iterator[tuple[str, np.ndarray, np.ndar
             summed = np.zeros((len(keys), *kernels.shape[1:]), dtype=np.float64)
             np.add.at(summed, inverse.reshape(-1), kernels)
             out_idx, in_idx, kernels = keys[:, 0], keys[:, 1], summed
-        yield src_layer, out_idx, in_idx, kernels.astype(np.float32)
+        yield src_layer, out_idx, in_idx, kernels.astype(np.float64 if layer.weight.dtype == np.float64 else np.float32)
+
+
+def strongest(out_idx: np.ndarray, in_idx: np.ndarray, sums: np.ndarray, n_out: int, n_in: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The largest |sum| into each of ``n_out`` targets and out of each of ``n_in`` sources."""
+    magnitude = np.abs(sums)
+    into, out_of = np.zeros(n_out), np.zeros(n_in)
+    np.maximum.at(into, out_idx, magnitude)
+    np.maximum.at(out_of, in_idx, magnitude)
+    return into, out_of
+
+
+def direct_strongest(graph: LayerGraph) -> Strongest:
+    """``{"in": {layer: (channels,)}, "out": {layer: (channels,)}}``: each neuron's strongest
+    direct input and output |sum| over the whole graph (the kernels summed first: cheap)."""
+    found: Strongest = {"in": {}, "out": {}}
+    for layer in graph.weight_layers.values():
+        summed = replace(layer, weight=layer.weight.sum(axis=(2, 3), keepdims=True, dtype=np.float64))
+        for src, out_idx, in_idx, sums in direct_blocks(summed):
+            into, out_of = strongest(out_idx, in_idx, sums.reshape(-1), layer.out_channels,
+                                     graph.layers[src].channels)
+            found["in"][layer.name] = np.maximum(found["in"].get(layer.name, 0.0), into)
+            found["out"][src] = np.maximum(found["out"].get(src, 0.0), out_of)
+    return found
+
+
+def relative(sums: np.ndarray, out_idx: np.ndarray, in_idx: np.ndarray, into: np.ndarray, out_of: np.ndarray
+             ) -> dict[str, np.ndarray]:
+    """``rel_in`` and ``rel_out`` of edges with these sums, given the targets' strongest inputs
+    ``into`` and the sources' strongest outputs ``out_of`` (by channel)."""
+    magnitude = np.abs(sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel_in = np.where(into[out_idx] > 0, magnitude / into[out_idx], 0.0)
+        rel_out = np.where(out_of[in_idx] > 0, magnitude / out_of[in_idx], 0.0)
+    return {"rel_in": np.minimum(rel_in, 1.0), "rel_out": np.minimum(rel_out, 1.0)}
 
 
 def select_edges(out_idx: np.ndarray, l2: np.ndarray, min_l2: float = 0.0, top_k: int | None = None,
@@ -125,6 +173,15 @@ def kernel_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
             "min": flat.min(axis=1).astype(np.float64)}
 
 
+def edge_stats(flat: np.ndarray, out_idx: np.ndarray, in_idx: np.ndarray, n_out: int, n_in: int,
+               maxima: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """:func:`kernel_stats` and :func:`relative` strengths of (n, kh*kw) kernels; ``maxima``
+    (targets' strongest inputs, sources' strongest outputs) default to this block's own."""
+    stats = kernel_stats(flat)
+    into, out_of = maxima if maxima is not None else strongest(out_idx, in_idx, stats["sum"], n_out, n_in)
+    return {**stats, **relative(stats["sum"], out_idx, in_idx, into, out_of)}
+
+
 def kernel_rows(
     src_ids: list[str],
     dst_ids: list[str],
@@ -133,16 +190,18 @@ def kernel_rows(
     kernels: np.ndarray,
     min_l2: float = 0.0,
     top_k: int | None = None,
+    maxima: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[dict]:
     """Edge rows grouped by target neuron, with kernel statistics; all-zero kernels are dropped.
 
     ``src_ids[c]`` / ``dst_ids[c]`` are the store ids of channel ``c`` of the source and target
-    layers; ``kernels`` is (n, kh, kw). Pruning is :func:`select_edges`'. A row is
-    ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw, sum: [...], l1, l2, max, min}``.
+    layers; ``kernels`` is (n, kh, kw). Pruning is :func:`select_edges`'; ``maxima`` as in
+    :func:`edge_stats`. A row is ``{d, s: [...], k: [concatenated kernels], n: kh*kw, kh, kw,
+    sum: [...], l1, l2, max, min, rel_in, rel_out}``.
     """
     n, kh, kw = kernels.shape
     flat = kernels.reshape(n, kh * kw)  # float32 kernels stay float32 until a row's tolist()
-    stats = kernel_stats(flat)
+    stats = edge_stats(flat, out_idx, in_idx, len(dst_ids), len(src_ids), maxima)
     order, boundaries = select_edges(out_idx, stats["l2"], min_l2, top_k)
     for group in np.split(order, boundaries):
         if group.size == 0:

@@ -91,6 +91,18 @@ class WriteJob:
     def plan(self) -> str:
         return plan_fingerprint(self.graph, self.options)
 
+    @cached_property
+    def strongest(self) -> rows.Strongest:
+        """Each neuron's strongest direct input and output, for the edges' ``rel_in``/``rel_out``."""
+        return rows.direct_strongest(self.graph) if self.options.direct else {"in": {}, "out": {}}
+
+    def maxima(self, part: Part, src: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The strongest inputs of ``part``'s targets and outputs of ``src``'s neurons, when they
+        reach beyond the block (direct edges); None when the block holds them (expanded)."""
+        if part.rel_type != "WEIGHT":
+            return None
+        return self.strongest["in"][part.dst], self.strongest["out"][src]
+
     @property
     def edges_estimate(self) -> int:
         return sum(p.edges_estimate for p in self.parts)
@@ -205,7 +217,7 @@ def _write_edges(store: Store, job: WriteJob, part: Part, ids: _NeuronIds) -> No
     query = cypher.create_edges(part.rel_type)
     for src, out_idx, in_idx, kernels in job.edge_blocks(part):
         edge_rows = rows.kernel_rows(ids(src), ids(part.dst), out_idx, in_idx, kernels,
-                                     options.min_l2, options.top_k_per_neuron)
+                                     options.min_l2, options.top_k_per_neuron, job.maxima(part, src))
         store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=job.progress.edges,
                          weight=_edge_count, workers=options.workers)
 

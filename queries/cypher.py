@@ -20,6 +20,9 @@ SCHEMA = (
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
     "CREATE INDEX cluster_analysis IF NOT EXISTS FOR (c:Cluster) ON (c.model, c.analysis)",
+    # "edges with at least 30% of the strongest", as the Circuits figures are drawn: one indexed filter
+    *(f"CREATE INDEX {t.lower()}_{side} IF NOT EXISTS FOR ()-[r:{t}]-() ON (r.{side})"
+      for t in EDGE_TYPES for side in ("rel_in", "rel_out")),
 )
 
 LIST_MODELS = """
@@ -108,7 +111,7 @@ CREATE (a)-[:FEEDS {kind: row.kind}]->(b)
 def create_edges(rel_type: str) -> str:
     """Edges grouped by target neuron, endpoints by element id:
     ``row = {d: eid, s: [eid...], k: [kh*kw floats per edge, concatenated], n: kh*kw, kh, kw,
-    sum: [...], l1: [...], l2: [...], max: [...], min: [...]}``."""
+    sum: [...], l1: [...], l2: [...], max: [...], min: [...], rel_in: [...], rel_out: [...]}``."""
     assert rel_type in EDGE_TYPES
     return f"""
 UNWIND $rows AS row
@@ -116,7 +119,8 @@ MATCH (b) WHERE elementId(b) = row.d
 UNWIND range(0, size(row.s) - 1) AS i
 MATCH (a) WHERE elementId(a) = row.s[i]
 CREATE (a)-[:{rel_type} {{kernel: row.k[i * row.n..(i + 1) * row.n], kh: row.kh, kw: row.kw, sum: row.sum[i],
-                        l1: row.l1[i], l2: row.l2[i], max: row.max[i], min: row.min[i]}}]->(b)
+                        l1: row.l1[i], l2: row.l2[i], max: row.max[i], min: row.min[i],
+                        rel_in: row.rel_in[i], rel_out: row.rel_out[i]}}]->(b)
 """
 
 
@@ -148,7 +152,7 @@ RETURN b.channel AS dst, collect(a.channel) AS src, collect(r.kernel) AS kernels
 """
 
 
-EDGE_STATS = ("sum", "l1", "l2", "max", "min")
+EDGE_STATS = ("sum", "l1", "l2", "max", "min", "rel_in", "rel_out")
 
 
 def read_edge_stat(rel_type: str, stat: str) -> str:

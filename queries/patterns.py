@@ -8,23 +8,32 @@ A pattern::
 
 ``sign`` is "+" or "-" on the edge's ``sum``; ``min`` bounds |sum| from below, absolutely, or
 with ``relative`` as a fraction of the target's strongest incoming |sum| (over all its inputs
-of that kind). Distinct pattern nodes match distinct neurons. Variable names in the query are
-generated (``n0``, ``e0``...); layers and bounds travel as parameters.
+of that kind): the edge's stored ``rel_in``. Distinct pattern nodes match distinct neurons.
+Variable names in the query are generated (``n0``, ``e0``...); layers and bounds travel as
+parameters.
+
+The query expands one edge at a time and checks that edge's sign, bounds and distinctness right
+there, so a partial match that fails is dropped before anything grows from it (the relative
+bounds are stored on the edges for this: nothing is enumerated first and filtered later). A
+``layers`` restriction applies to every node the pattern does not pin to a layer; ``limit``
+ends the search at that many matches, and a timeout (default 60 s) ends the transaction on the
+server.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import Any
 
 import networkx as nx
 
-from circuitatlas.errors import InvalidInput
+from circuitatlas.errors import InvalidInput, QueryError
 from circuitatlas.names import rel_type
 from circuitatlas.store import Store
 
-__all__ = ["compile_pattern", "search", "match_networkx", "PATTERNS", "validate"]
+__all__ = ["compile_pattern", "search", "match_networkx", "PATTERNS", "validate", "SEARCH_TIMEOUT"]
+
+SEARCH_TIMEOUT = 60.0  # seconds; the server ends the transaction
 
 PATTERNS: dict[str, dict] = {
     "feed_forward_excitation": {
@@ -63,64 +72,78 @@ def validate(pattern: dict) -> None:
             raise InvalidInput(f"edge sign must be '+' or '-', got {edge.get('sign')!r}")
 
 
-def compile_pattern(pattern: dict, kind: str = "direct") -> tuple[str, dict[str, Any]]:
+def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | None = None,
+                    limit: int | None = None) -> tuple[str, dict[str, Any]]:
     """(query, parameters) for ``pattern``; the query returns one row per match, ``m``: name -> uid.
 
-    Each edge becomes a ``MATCH`` that expands from already bound neurons, with its sign and
-    absolute bound checked right there; relative bounds need the target's strongest input, which
-    a subquery computes once per candidate target before the final filter.
+    Each edge becomes a ``MATCH`` that expands from already bound neurons, with its sign, its
+    bound (absolute on ``sum`` or relative on ``rel_in``) and the distinctness of the neurons
+    bound so far checked right there.
     """
     validate(pattern)
     rel = rel_type(kind)
     names = list(pattern["nodes"])
     var = {name: f"n{i}" for i, name in enumerate(names)}
     params: dict[str, Any] = {}
-    bound: set[str] = set()
+    if layers is not None:
+        params["layers"] = list(layers)
+    bound: list[str] = []
 
-    def node(name: str) -> str:
+    def node(name: str, conditions: list[str]) -> str:
         v = var[name]
         if v in bound:
             return f"({v})"
-        bound.add(v)
+        conditions += [f"{v} <> {other}" for other in bound]
+        bound.append(v)
         layer = pattern["nodes"][name].get("layer")
         if layer is None:
+            if layers is not None:
+                conditions.append(f"{v}.layer IN $layers")
             return f"({v}:Neuron {{model: $model}})"
         params[f"layer_{v}"] = layer
         return f"({v}:Neuron {{model: $model, layer: $layer_{v}}})"
 
-    lines, relative = [], []
+    lines = []
     for i, edge in enumerate(pattern["edges"]):
-        e, b = f"e{i}", var[edge["dst"]]
+        e = f"e{i}"
         conditions = [f"{e}.sum {'>' if edge.get('sign', '+') == '+' else '<'} 0"]
         if edge.get("min"):
             params[f"min_{e}"] = float(edge["min"])
-            if edge.get("relative"):
-                relative.append((e, b))
-            else:
-                conditions.append(f"abs({e}.sum) >= $min_{e}")
-        lines.append(f"MATCH {node(edge['src'])}-[{e}:{rel}]->{node(edge['dst'])} WHERE " + " AND ".join(conditions))
+            conditions.append(f"{e}.rel_in >= $min_{e}" if edge.get("relative") else f"abs({e}.sum) >= $min_{e}")
+        src = node(edge["src"], conditions)
+        dst = node(edge["dst"], conditions)
+        lines.append(f"MATCH {src}-[{e}:{rel}]->{dst} WHERE " + " AND ".join(conditions))
     for name in names:
         if var[name] not in bound:
-            lines.append(f"MATCH {node(name)}")
-    for b in sorted({b for _, b in relative}):
-        lines.append(f"CALL ({b}) {{ MATCH ()-[z:{rel}]->({b}) RETURN max(abs(z.sum)) AS strongest_{b} }}")
-    final = [f"{var[x]} <> {var[y]}" for x, y in itertools.combinations(names, 2)]
-    final += [f"abs({e}.sum) >= $min_{e} * strongest_{b}" for e, b in relative]
+            conditions: list[str] = []
+            text = node(name, conditions)
+            lines.append(f"MATCH {text}" + (" WHERE " + " AND ".join(conditions) if conditions else ""))
     query = "\n".join(lines)
-    if final:
-        query += "\nWITH * WHERE " + " AND ".join(final)
     query += "\nRETURN {" + ", ".join(f"`{name}`: {var[name]}.uid" for name in names) + "} AS m"
+    if limit is not None:
+        params["limit"] = int(limit)
+        query += "\nLIMIT $limit"
     return query, params
 
 
-def search(store: Store, pattern: dict | str, model: str, kind: str = "direct") -> list[dict[str, str]]:
-    """Every match of ``pattern`` (a dict or a name in :data:`PATTERNS`) in ``model``."""
+def search(store: Store, pattern: dict | str, model: str, kind: str = "direct", layers: list[str] | None = None,
+           limit: int | None = None, timeout: float | None = SEARCH_TIMEOUT) -> list[dict[str, str]]:
+    """Matches of ``pattern`` (a dict or a name in :data:`PATTERNS`) in ``model``: every one, or
+    the first ``limit``; neurons of ``layers`` only where the pattern names no layer. Ends with a
+    one-line :class:`QueryError` after ``timeout`` seconds (None: the server's own limit)."""
     if isinstance(pattern, str):
         if pattern not in PATTERNS:
             raise InvalidInput(f"no shipped pattern {pattern!r}; choose one of {', '.join(PATTERNS)} or pass a dict")
         pattern = PATTERNS[pattern]
-    query, params = compile_pattern(pattern, kind)
-    return [row["m"] for row in store.stream(query, model=model, **params)]
+    if limit is not None and int(limit) < 1:
+        raise InvalidInput(f"limit must be at least 1, got {limit}")
+    query, params = compile_pattern(pattern, kind, layers, limit)
+    try:
+        return [row["m"] for row in store.read_with_timeout(query, timeout, model=model, **params)]
+    except QueryError as exc:
+        if "timed out" not in str(exc):
+            raise
+        raise QueryError(f"pattern search {exc}; or narrow it with layers or a limit") from None
 
 
 def match_networkx(g: nx.DiGraph, pattern: dict) -> list[dict[str, str]]:

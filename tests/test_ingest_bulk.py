@@ -68,7 +68,8 @@ def _edges(atlas: Atlas, model: str) -> dict[tuple, dict]:
         "RETURN a.uid AS a, b.uid AS b, type(r) AS t, properties(r) AS p", m=model)
     out: dict[tuple, dict] = {}
     for r in found:
-        key = (r["a"].removeprefix(model), r["b"].removeprefix(model), r["t"])
+        # a block that is a sum has direct and expanded FEEDS from the layer before it
+        key = (r["a"].removeprefix(model), r["b"].removeprefix(model), r["t"], r["p"].get("kind"))
         assert key not in out, f"duplicate edge {key}"
         out[key] = r["p"]
     return out

@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -85,26 +84,27 @@ def test_counts_match_parameter_shapes_depthwise():
     assert np.array_equal(out_idx, in_idx)
 
 
-def test_counts_match_parameter_shapes_resnet18():
+def test_residual_stream_is_a_layer_of_add_neurons_resnet18():
+    """Each block's sum is a layer of its own (the block's neurons): one edge from each summand's
+    channel, weight 1, and the convs that read the stream read those neurons only."""
     model = load_model("resnet18").module
     graph = build_layer_graph(model)
-    # the residual stream, written out by hand: which conv outputs are summed into each block's output
-    stream = {"conv1"}
-    expected = 64 * 3  # conv1
-    for stage in range(1, 5):
-        for block in range(2):
-            prefix = f"layer{stage}.{block}"
-            b = model.get_submodule(prefix)
-            expected += b.conv1.out_channels * b.conv1.in_channels * len(stream)
-            expected += b.conv2.out_channels * b.conv2.in_channels
-            if b.downsample is not None:
-                expected += b.downsample[0].out_channels * b.downsample[0].in_channels * len(stream)
-                stream = {f"{prefix}.conv2", f"{prefix}.downsample.0"}
-            else:
-                stream = stream | {f"{prefix}.conv2"}
-    expected += 1000 * 512 * len(stream)
-    assert _direct_edge_count(graph) == expected
-    assert graph.observation_layers == ["conv1"] + [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
+    blocks = [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
+    pairs = sum(m.weight.shape[0] * m.weight.shape[1] for _, m in _weight_modules(model))
+    summands = sum(2 * model.get_submodule(b).conv2.out_channels for b in blocks)
+    assert _direct_edge_count(graph) == pairs + summands
+    assert [graph.layers[b].kind for b in blocks] == ["add"] * 8  # no duplicate block layer
+    assert graph.observation_layers == ["conv1"] + blocks
+    for block, summed in {"layer1.0": {"layer1.0.conv2", "conv1"}, "layer1.1": {"layer1.1.conv2", "layer1.0"},
+                          "layer2.0": {"layer2.0.conv2", "layer2.0.downsample.0"}}.items():
+        found = {src: (o, i, k) for src, o, i, k in rows.direct_blocks(graph.weight_layers[block])}
+        assert set(found) == summed
+        channels = graph.layers[block].channels
+        for out_idx, in_idx, kernels in found.values():
+            assert np.array_equal(out_idx, np.arange(channels)) and np.array_equal(in_idx, out_idx)
+            np.testing.assert_array_equal(kernels, 1.0)
+    for reader, stream in {"layer1.1.conv1": "layer1.0", "layer2.0.downsample.0": "layer1.1", "fc": "layer4.1"}.items():
+        assert {src for src, *_ in rows.direct_blocks(graph.weight_layers[reader])} == {stream}
 
 
 def test_direct_weights_are_bn_folded_like_torch_fusion():

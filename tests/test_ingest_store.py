@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from circuitatlas.cli import main
-from circuitatlas.errors import IngestError
+from circuitatlas.errors import IngestError, NotFound
 from circuitatlas.ingest import rows
 from circuitatlas.ingest.expanded import expanded_kernels
 from circuitatlas.ingest.layergraph import build_layer_graph
@@ -76,11 +76,15 @@ def test_direct_kernels_read_back_equal_bn_folded_weights(atlas):
     branch = fuse_conv_bn_eval(copy.deepcopy(model.block1.branch2[0]), model.block1.branch2[1])
     np.testing.assert_allclose(atlas.weights("t1", "stem.0", "block1.branch2.0"), branch.weight.detach().numpy(),
                                rtol=1e-6, atol=1e-7)
-    # `down` reads block1's output = relu(x + cat(...)): the stem's channels through the skip,
-    # the branches' through the concat, each with down's own kernel
+    # block1 = relu(x + cat(...)) is the sum's layer, one neuron per channel: an edge of weight 1
+    # from the stem's channel (the skip) and one from the branch channel the concat puts there;
+    # `down` reads block1's neurons with its own kernel, and nothing else
     down = model.down.weight.detach().numpy()
-    np.testing.assert_allclose(atlas.weights("t1", "stem.0", "down"), down, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(atlas.weights("t1", "block1.branch2.0", "down"), down[:, 4:], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(atlas.weights("t1", "block1", "down"), down, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(atlas.weights("t1", "stem.0", "block1")[:, :, 0, 0], np.eye(8))
+    np.testing.assert_array_equal(atlas.weights("t1", "block1.branch2.0", "block1")[:, :, 0, 0], np.eye(8)[:, 4:])
+    with pytest.raises(NotFound):
+        atlas.weights("t1", "stem.0", "down")
     bias = atlas.cypher("MATCH (n:Neuron {uid: 't1/stem.0:3'}) RETURN n.bias AS b")[0]["b"]
     assert bias == pytest.approx(float(stem.bias[3].detach()), rel=1e-6)
 
@@ -151,19 +155,43 @@ def test_nan_weights_are_refused_before_anything_is_written(atlas):
     assert "nan" not in {m.id for m in atlas.models()}
 
 
+def test_relative_strengths_are_stored_on_every_edge(atlas):
+    """rel_in / rel_out against the stored sums: over each target's inputs and each source's
+    outputs of that kind, across every layer a neuron feeds (the stem feeds both branches and
+    the skip into block1); range-indexed."""
+    if "t1" not in {m.id for m in atlas.models()}:
+        atlas.ingest("tiny", "t1", input_size=SIZE)
+    for rel in ("WEIGHT", "EXPANDED"):
+        edges = atlas.cypher(f"MATCH (a:Neuron {{model: 't1'}})-[r:{rel}]->(b) "
+                             "RETURN a.uid AS a, b.uid AS b, r.sum AS s, r.rel_in AS ri, r.rel_out AS ro")
+        into: dict[str, float] = {}
+        out_of: dict[str, float] = {}
+        for e in edges:
+            into[e["b"]] = max(into.get(e["b"], 0.0), abs(e["s"]))
+            out_of[e["a"]] = max(out_of.get(e["a"], 0.0), abs(e["s"]))
+        for e in edges:
+            assert e["ri"] == pytest.approx(abs(e["s"]) / into[e["b"]], rel=1e-9)
+            assert e["ro"] == pytest.approx(abs(e["s"]) / out_of[e["a"]], rel=1e-9)
+        assert max(e["ri"] for e in edges) == 1.0
+    fed = atlas.cypher("MATCH (:Neuron {uid: 't1/stem.0:0'})-[:WEIGHT]->(b) RETURN collect(DISTINCT b.layer) AS l")
+    assert set(fed[0]["l"]) == {"block1.branch1.0", "block1.branch2.0", "block1"}
+    names = atlas.cypher("SHOW INDEXES YIELD name RETURN collect(name) AS names")[0]["names"]
+    assert {"weight_rel_in", "weight_rel_out", "expanded_rel_in", "expanded_rel_out"} <= set(names)
+
+
 def test_checkpoints(atlas, tmp_path):
     model = load_model("tiny").module
     with torch.no_grad():
         model.down.weight.mul_(2.0)  # weights that differ from the seeded init
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
     atlas.ingest(str(tmp_path / "tiny.pt"), "ckpt", arch="tiny", input_size=SIZE)
-    np.testing.assert_allclose(atlas.weights("ckpt", "stem.0", "down"), model.down.weight.detach().numpy(),
+    np.testing.assert_allclose(atlas.weights("ckpt", "block1", "down"), model.down.weight.detach().numpy(),
                                rtol=1e-6)
     from safetensors.torch import save_file
 
     save_file(model.state_dict(), str(tmp_path / "tiny.safetensors"))
     atlas.ingest(str(tmp_path / "tiny.safetensors"), "ckpt", arch="tiny", input_size=SIZE, replace=True)
-    np.testing.assert_allclose(atlas.weights("ckpt", "stem.0", "down"), model.down.weight.detach().numpy(),
+    np.testing.assert_allclose(atlas.weights("ckpt", "block1", "down"), model.down.weight.detach().numpy(),
                                rtol=1e-6)
 
     with pytest.raises(IngestError, match="pass --arch"):
@@ -212,11 +240,11 @@ def test_pruning_by_l2_and_top_k(atlas):
     l2 = np.sqrt((layer.weight.astype(np.float64) ** 2).sum(axis=(2, 3)))  # (16, 8) from block1's output
     threshold = float(np.median(l2))
     atlas.ingest("tiny", "pruned", input_size=SIZE, min_l2=threshold, expanded=False)
-    kept = atlas.cypher("MATCH (a:Neuron {model: 'pruned', layer: 'stem.0'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
+    kept = atlas.cypher("MATCH (a:Neuron {model: 'pruned', layer: 'block1'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
                         "RETURN count(w) AS n, min(w.l2) AS low")[0]
     assert kept["n"] == int((l2 >= threshold).sum()) and kept["low"] >= threshold - 1e-6
     atlas.ingest("tiny", "topk", input_size=SIZE, top_k_per_neuron=3, expanded=False)
-    per_target = atlas.cypher("MATCH (a:Neuron {model: 'topk', layer: 'stem.0'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
+    per_target = atlas.cypher("MATCH (a:Neuron {model: 'topk', layer: 'block1'})-[w:WEIGHT]->(b:Neuron {layer: 'down'}) "
                               "RETURN b.channel AS c, collect(a.channel) AS srcs ORDER BY c")
     for row in per_target:
         assert sorted(row["srcs"]) == sorted(np.argsort(-l2[row["c"]])[:3].tolist())

@@ -18,6 +18,7 @@ from circuitatlas.analysis.motifs import flip as motifs_flip
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import radial_tuning
 from circuitatlas.cli import main
+from circuitatlas.errors import QueryError
 from circuitatlas.queries.patterns import PATTERNS, compile_pattern, match_networkx
 
 
@@ -149,8 +150,13 @@ def _random_model(atlas, name: str, seed: int) -> nx.DiGraph:
                     s = rnd.choice([-1, 1]) * rnd.uniform(0.05, 1.0)
                     edges.append({"a": f"{name}/{a}:{i}", "b": f"{name}/{b}:{j}", "s": s})
                     g.add_edge(f"{name}/{a}:{i}", f"{name}/{b}:{j}", sum=s)
+    strongest: dict[str, float] = {}  # rel_in as ingest stores it: |sum| over the target's strongest input
+    for e in edges:
+        strongest[e["b"]] = max(strongest.get(e["b"], 0.0), abs(e["s"]))
+    for e in edges:
+        e["ri"] = abs(e["s"]) / strongest[e["b"]]
     atlas.execute("UNWIND $rows AS r MATCH (a:Neuron {uid: r.a}), (b:Neuron {uid: r.b}) "
-                  "CREATE (a)-[:WEIGHT {sum: r.s, kernel: [r.s], kh: 1, kw: 1}]->(b)", rows=edges)
+                  "CREATE (a)-[:WEIGHT {sum: r.s, kernel: [r.s], kh: 1, kw: 1, rel_in: r.ri}]->(b)", rows=edges)
     return g
 
 
@@ -172,8 +178,27 @@ def test_pattern_search_cypher_equals_networkx(atlas):
                       "min": rnd.choice([0, 0.2, 0.5]), "relative": rnd.random() < 0.5} for i in range(n - 1)]
             patterns.append({"nodes": nodes, "edges": edges})
         for pattern in patterns:
-            assert _canon(atlas.search(pattern, name)) == _canon(match_networkx(g, pattern))
+            expected = _canon(match_networkx(g, pattern))
+            assert _canon(atlas.search(pattern, name)) == expected
+            # a layers restriction is the oracle's matches whose free nodes lie in those layers
+            free = [v for v, spec in pattern["nodes"].items() if not spec.get("layer")]
+            kept = [m for m in expected if all(g.nodes[dict(m)[v]]["layer"] in ("L1", "L2") for v in free)]
+            assert _canon(atlas.search(pattern, name, layers=["L1", "L2"])) == kept
+            limited = atlas.search(pattern, name, limit=2)
+            assert len(limited) == min(2, len(expected)) and set(_canon(limited)) <= set(expected)
     assert any(atlas.search(PATTERNS["feed_forward_excitation"], f"rand{s}") for s in range(4))  # not vacuous
+
+
+def test_pattern_search_ends_at_its_timeout(atlas):
+    """Six unconnected neurons of a 15-neuron model: millions of candidate rows, ended by the
+    server at the timeout with one line, and no transaction of it left running."""
+    if "rand0" not in {m.id for m in atlas.models()}:
+        _random_model(atlas, "rand0", 0)
+    pattern = {"nodes": {f"v{i}": {} for i in range(6)}, "edges": []}
+    with pytest.raises(QueryError, match="pattern search query timed out after 0.2 s"):
+        atlas.search(pattern, "rand0", timeout=0.2)
+    running = atlas.cypher("SHOW TRANSACTIONS YIELD currentQuery RETURN collect(currentQuery) AS q")[0]["q"]
+    assert not [q for q in running if "n5" in q]
 
 
 def test_pattern_compiler_keeps_values_out_of_the_query():

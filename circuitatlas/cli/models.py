@@ -61,6 +61,18 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
             + (" (bulk: offline neo4j-admin import)" if summary.ingest_path == "bulk" else ""))
 
 
+def _plan_summary(plan: Any) -> str:
+    gib = plan.store_bytes / 2**30
+    return "\n".join([
+        f"{plan.model} ({plan.arch} at {'x'.join(map(str, plan.input_size))}): dry run, nothing written",
+        f"  {plan.layers} layers, {plan.neurons:,} neurons, {len(plan.observation_layers)} observation layers",
+        f"  direct edges:   {plan.direct_edges:,} (weight pairs {plan.weight_pairs:,} + summand channels "
+        f"{plan.summand_channels:,})",
+        f"  expanded edges: at most {plan.expanded_edges:,}",
+        f"  store: about {gib:.2f} GiB; time: about {plan.seconds['bulk']:,.0f} s by the bulk path, "
+        f"{plan.seconds['online']:,.0f} s online (estimates from this machine's measured rates)"])
+
+
 @click.command("ingest")
 @click.argument("source")
 @click.option("--name", required=True, help="Model id in the graph.")
@@ -80,11 +92,14 @@ def _ingest_summary(summary: Any, seconds: float) -> str:
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole module (runs code from the file).")
 @click.option("--bulk", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Offline neo4j-admin import into an empty local server (auto: for 500k+ edges).")
+@click.option("--dry-run", is_flag=True, help="Print what would be stored (layers, neurons, edges, store size, "
+              "time) and write nothing; needs no server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str | None, input_size: str,
                layers: str | None, replace: bool, resume: bool, lenient: bool, no_direct: bool, no_expanded: bool,
-               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, as_json: bool) -> None:
+               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, dry_run: bool,
+               as_json: bool) -> None:
     """Ingest a network: a torchvision name, inceptionv1, a checkpoint file, or a built-in architecture."""
     try:
         size = tuple(int(x) for x in input_size.split(","))
@@ -101,6 +116,12 @@ def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str 
                            trust_pickle=trust_pickle, bulk=bulk)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
+    if dry_run:
+        from circuitatlas.jobs.ingest import dry_run as plan_of
+
+        plan = plan_of(source, name, job)
+        echo_json(plan.summary()) if as_json else click.echo(_plan_summary(plan))
+        return
     bar = ProgressBar()
     began = time.monotonic()
     try:

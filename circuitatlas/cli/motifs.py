@@ -63,18 +63,24 @@ def motifs_list(obj: CliContext, model: str, as_json: bool) -> None:
 @click.argument("pattern")
 @click.argument("model")
 @click.option("--kind", type=click.Choice(["direct", "expanded"]), default="direct", show_default=True)
-@click.option("--limit", default=20, show_default=True)
+@click.option("--layers", help="Comma-separated layers for the pattern nodes that name none (default: all).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Stop after this many matches.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds before the server ends the search.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def motifs_search(obj: CliContext, pattern: str, model: str, kind: str, limit: int, as_json: bool) -> None:
+def motifs_search(obj: CliContext, pattern: str, model: str, kind: str, layers: str | None, limit: int,
+                  timeout: float, as_json: bool) -> None:
     """Signed pattern search: a shipped pattern name or a JSON pattern."""
     try:
         parsed = json.loads(pattern) if pattern.lstrip().startswith("{") else pattern
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="PATTERN") from None
-    matches = obj.atlas.search(parsed, model, kind)
+    matches = obj.atlas.search(parsed, model, kind, layers=layers.split(",") if layers else None, limit=limit,
+                               timeout=timeout)
     if as_json:
-        echo_json(matches[:limit])
+        echo_json(matches)
         return
-    click.echo(f"{len(matches)} match(es)")
-    echo_table(matches[:limit])
+    click.echo(f"{len(matches)} match(es)" + (f" (the first {limit})" if len(matches) == limit else ""))
+    echo_table(matches)
