@@ -1,5 +1,6 @@
 """Forward hooks as scoped resources: always removed, errors included; optionally stopping the
-forward pass once every requested layer has been computed."""
+forward pass once every requested layer has been computed. Outputs come channels first (a
+linear layer over a channels-last map is permuted)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Itera
     handles = []
 
     def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            store[name] = output
+        def hook(module, _inputs, output):
+            # a Linear over (N, H, W, C) (ConvNeXt's pointwise MLPs) has its channels last: read
+            # channels first, as the graph stores the layer
+            channels_last = isinstance(module, nn.Linear) and output.dim() == 4
+            store[name] = output.permute(0, 3, 1, 2) if channels_last else output
             if stop and len(store) == len(modules):
                 raise _Stop
 

@@ -248,6 +248,11 @@ class Atlas(Closing):
         """Neurons fed by all (or ``min_shared``) of ``units``, each edge over ``min_rel`` of that unit's strongest output."""
         return connectivity.common_outputs(self.store, units, min_rel, **options)
 
+    def neighbours(self, unit: str, side: str = "inputs", k: int | None = 10, **options: Any) -> list[dict[str, Any]]:
+        """``unit``'s ``k`` strongest inputs or outputs (``min_rel``, ``kind``, ``sign``, ``timeout``);
+        see :func:`circuitatlas.queries.connectivity.neighbours`."""
+        return connectivity.neighbours(self.store, unit, side, k, **options)
+
     def similar_units(self, unit: str, by: str = "inputs", k: int = 10, **options: Any) -> list[dict[str, Any]]:
         """The ``k`` units of ``unit``'s layer with the most similar ``by`` profile ("inputs",
         "outputs", "kernels"; cosine over aligned partners)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import os
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -29,6 +31,24 @@ from circuitatlas.errors import ConnectionFailed, NotFound, QueryError
 from circuitatlas.queries import cypher
 
 DEFAULT_BATCH = 5000
+# Every transaction circuitatlas opens ends on the server after this many seconds (reads, writes,
+# a user's Cypher; batched deletes get LONG_TIMEOUT_FACTOR times as long): a runaway query never
+# outlives the command that started it. CIRCUITATLAS_QUERY_TIMEOUT overrides it (0: no limit).
+QUERY_TIMEOUT_ENV = "CIRCUITATLAS_QUERY_TIMEOUT"
+DEFAULT_QUERY_TIMEOUT = 600.0
+LONG_TIMEOUT_FACTOR = 12
+
+
+def default_query_timeout() -> float | None:
+    """The transaction timeout in seconds: CIRCUITATLAS_QUERY_TIMEOUT, else DEFAULT_QUERY_TIMEOUT."""
+    text = os.environ.get(QUERY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_QUERY_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise QueryError(f"{QUERY_TIMEOUT_ENV} must be a number of seconds, not {text!r}") from None
+    return value if value > 0 else None
 
 
 @dataclass(frozen=True)
@@ -130,11 +150,48 @@ class Store(Closing):
     """Reads and writes one Neo4j database through an injected driver."""
 
     def __init__(self, driver: neo4j.Driver, database: str | None = None, uri: str = "",
-                 connection: Connection | None = None) -> None:
+                 connection: Connection | None = None, query_timeout: float | None = -1.0) -> None:
         self.driver = driver
         self.database = database
         self.uri = uri
         self.connection = connection  # kept by :meth:`open`, for :meth:`reconnect`
+        # seconds before the server ends a transaction (None: never); -1: the default
+        self.query_timeout = default_query_timeout() if query_timeout == -1.0 else query_timeout
+        # every transaction of this store carries it, so cancel_running can find them on the server
+        self.metadata = {"circuitatlas": uuid.uuid4().hex}
+
+    def _query(self, text: str, long: bool = False) -> neo4j.Query:
+        """``text`` with this store's transaction timeout (``long``: batched deletes) and tag."""
+        timeout = self.query_timeout
+        if timeout is not None and long:
+            timeout *= LONG_TIMEOUT_FACTOR
+        return neo4j.Query(text, timeout=timeout, metadata=self.metadata)
+
+    def _unit(self, work: Callable) -> Callable:
+        """``work`` as a managed transaction function with this store's timeout and tag."""
+        return neo4j.unit_of_work(timeout=self.query_timeout, metadata=self.metadata)(work)
+
+    def cancel_running(self) -> int:
+        """End on the server every transaction this store still has running, over a connection of
+        its own (the store's may be blocked reading a result): what an interrupted command does
+        before it exits. Returns how many were ended; 0 for a store made from a bare driver."""
+        if self.connection is None:
+            return 0
+        with translate_errors(self.uri), neo4j.GraphDatabase.driver(
+                self.connection.uri, auth=(self.connection.user, self.connection.password),
+                notifications_min_severity="OFF") as helper:
+            found, _, _ = helper.execute_query(cypher.OWN_TRANSACTIONS, tag=self.metadata["circuitatlas"],
+                                               database_=self.database)
+            ids = [row["id"] for row in found]
+            if ids:
+                helper.execute_query(cypher.TERMINATE_TRANSACTIONS, ids=ids, database_=self.database)
+        return len(ids)
+
+    @contextlib.contextmanager
+    def _guarded(self, long: bool = False) -> Iterator[None]:
+        timeout = self.query_timeout * (LONG_TIMEOUT_FACTOR if long else 1) if self.query_timeout else None
+        with translate_errors(self.uri), _timeout_as_query_error(timeout):
+            yield
 
     @property
     def local_state_dir(self) -> str | None:
@@ -173,9 +230,9 @@ class Store(Closing):
     # -- queries --------------------------------------------------------------------------
     def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
         """Run our own read query (routed to a reader) and return rows as dicts."""
-        with translate_errors(self.uri):
+        with self._guarded():
             records, _, _ = self.driver.execute_query(
-                query, params, database_=self.database, routing_=neo4j.RoutingControl.READ
+                self._query(query), params, database_=self.database, routing_=neo4j.RoutingControl.READ
             )
         return [record.data() for record in records]
 
@@ -188,24 +245,26 @@ class Store(Closing):
             timeout = max(float(timeout), 0.001)  # the driver rounds to milliseconds; 0 would mean none
         with translate_errors(self.uri), _timeout_as_query_error(timeout), self.session(read=True) as session:
             # an auto-commit transaction: no driver retries that would outlast the timeout
-            return [dict(record.items()) for record in session.run(neo4j.Query(query, timeout=timeout), params)]
+            return [dict(record.items()) for record in session.run(
+                neo4j.Query(query, timeout=timeout, metadata=self.metadata), params)]
 
     def stream(self, query: str, **params: Any) -> Iterator[dict[str, Any]]:
         """Run a read query and yield rows one at a time (the result is never held whole)."""
-        with translate_errors(self.uri), self.session(read=True) as session:
-            for record in session.run(query, params):
+        with self._guarded(), self.session(read=True) as session:
+            for record in session.run(self._query(query), params):
                 yield record.data()
 
     def write(self, query: str, **params: Any) -> dict[str, int]:
         """Run our own write query in one transaction; returns the update counters."""
-        with translate_errors(self.uri):
-            _, summary, _ = self.driver.execute_query(query, params, database_=self.database)
+        with self._guarded():
+            _, summary, _ = self.driver.execute_query(self._query(query), params, database_=self.database)
         return _counters(summary)
 
     def run_autocommit(self, query: str, **params: Any) -> dict[str, int]:
-        """Run a query in an auto-commit transaction (needed by ``CALL {} IN TRANSACTIONS``)."""
-        with translate_errors(self.uri), self.session() as session:
-            summary = session.run(query, params).consume()
+        """Run a query in an auto-commit transaction (needed by ``CALL {} IN TRANSACTIONS``),
+        under the long timeout."""
+        with self._guarded(long=True), self.session() as session:
+            summary = session.run(self._query(query, long=True), params).consume()
         return _counters(summary)
 
     def write_rows(
@@ -228,11 +287,11 @@ class Store(Closing):
         weigh = weight or (lambda row: 1)
 
         def send(session: neo4j.Session, chunk: list[Mapping[str, Any]]) -> None:
-            session.execute_write(lambda tx: tx.run(query, rows=chunk, **params).consume())
+            session.execute_write(self._unit(lambda tx: tx.run(query, rows=chunk, **params).consume()))
 
         batches = _weighted_batches(rows, batch_size, weigh)
         report = on_batch or (lambda w: None)
-        with translate_errors(self.uri):
+        with self._guarded():
             if workers > 1:
                 return self._write_concurrently(send, batches, workers, report)
             total = 0
@@ -285,7 +344,7 @@ class Store(Closing):
         the query then runs in a read transaction that is rolled back if it changed anything.
         """
         params = dict(params or {})
-        with translate_errors(self.uri), self.session(read=True) as session:
+        with self._guarded(), self.session(read=True) as session:
             body = query.lstrip()
             if not body[:7].upper() == "EXPLAIN":
                 plain = body[7:] if body[:7].upper() == "PROFILE" else body
@@ -302,12 +361,12 @@ class Store(Closing):
                     raise QueryError("refused: this query changed the graph; it was rolled back (pass --write)")
                 return rows
 
-            return session.execute_read(work)
+            return session.execute_read(self._unit(work))
 
     def query_write(self, query: str, params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Run a user's query that may write, in an auto-commit transaction."""
-        with translate_errors(self.uri), self.session() as session:
-            result = session.run(query, dict(params or {}))
+        with self._guarded(), self.session() as session:
+            result = session.run(self._query(query), dict(params or {}))
             rows = [record.data() for record in result]
             return rows, _counters(result.consume())
 

@@ -29,7 +29,8 @@ from circuitatlas.queries import aliases, cypher
 from circuitatlas.queries.criteria import Units, UnitsLike, as_units, is_pattern, where
 from circuitatlas.store import Store
 
-__all__ = ["units", "adjacency", "Adjacency", "common_inputs", "common_outputs", "similar_units", "Truncated",
+__all__ = ["units", "adjacency", "Adjacency", "common_inputs", "common_outputs", "similar_units", "neighbours",
+           "Truncated",
            "DEFAULT_TIMEOUT", "DEFAULT_LIMIT", "resolve_kind"]
 
 DEFAULT_TIMEOUT = 30.0  # seconds for one helper call, all its queries together
@@ -267,6 +268,25 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
     found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=rows[0]["model"],
                         layer=rows[0]["layer"], profile=profile, norm=norm, limit=k)
     return [{**_unit(row["unit"]), "cosine": row["cosine"], "partners": row["partners"]} for row in found]
+
+
+NEIGHBOUR_SIDES = ("inputs", "outputs")
+
+
+def neighbours(store: Store, unit: str, side: str = "inputs", k: int | None = 10, min_rel: float = 0.0,
+               kind: str = "direct", sign: str | None = None,
+               timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """One neuron's strongest partners: its inputs (``side="inputs"``) or outputs, by |sum|,
+    strongest first, the ``k`` first (None: all), each carrying at least ``min_rel`` of the
+    neuron's strongest input (the stored ``rel_in``) or output (``rel_out``). Rows: ``uid``,
+    ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned). One indexed query."""
+    if side not in NEIGHBOUR_SIDES:
+        raise InvalidInput(f"side must be one of {', '.join(NEIGHBOUR_SIDES)}, not {side!r}")
+    uid = _uid(store, unit)
+    limit = _check_limit(k) if k is not None else 2**31 - 1
+    rel = names.rel_type(resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out"))
+    return _Budget(timeout).read(store, cypher.neighbours_query(rel, side), uid=uid, limit=limit,
+                                 min_rel=_fraction("min_rel", min_rel), sign=_sign(sign))
 
 
 # -- circuits and paths ---------------------------------------------------------------------------

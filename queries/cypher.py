@@ -74,6 +74,13 @@ DELETE_MODEL_NODE = "MATCH (m:Model {id: $model}) DETACH DELETE m"
 
 DELETE_EVERYTHING = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS"
 
+# a store's own running transactions (tagged by it with metadata), and ending them
+OWN_TRANSACTIONS = """
+SHOW TRANSACTIONS YIELD transactionId AS id, metaData
+WHERE metaData.circuitatlas = $tag RETURN id
+"""
+TERMINATE_TRANSACTIONS = "TERMINATE TRANSACTIONS $ids"
+
 SERVER_COMPONENTS = "CALL dbms.components() YIELD name, versions, edition RETURN name, versions[0] AS version, edition"
 
 # -- ingest -------------------------------------------------------------------------------------
@@ -399,6 +406,20 @@ WITH y, sum({terms[0]}) AS dot, sum({terms[1]}) AS norm2, count(*) AS partners
 WHERE norm2 > 0
 RETURN {unit_map("y")} AS unit, dot / (sqrt(norm2) * $norm) AS cosine, partners
 ORDER BY cosine DESC, unit.uid LIMIT $limit
+"""
+
+
+def neighbours_query(rel_type: str, side: str) -> str:
+    """The partners of neuron $uid by |sum|, strongest first: inputs with ``rel_in`` at least
+    $min_rel, or outputs with ``rel_out`` at least $min_rel; $sign as in ``_SIGN``; $limit rows."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern, bound = ((f"(p:Neuron)-[r:{rel_type}]->(:Neuron {{uid: $uid}})", "r.rel_in") if side == "inputs"
+                      else (f"(:Neuron {{uid: $uid}})-[r:{rel_type}]->(p:Neuron)", "r.rel_out"))
+    return f"""
+MATCH {pattern}
+WHERE {bound} >= $min_rel AND {_SIGN.format(r='r')}
+RETURN p.uid AS uid, r.sum AS sum, r.l2 AS l2, r.rel_in AS rel_in, r.rel_out AS rel_out
+ORDER BY abs(r.sum) DESC, uid LIMIT $limit
 """
 
 

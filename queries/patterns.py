@@ -104,7 +104,7 @@ def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | Non
         return f"({v}:Neuron {{model: $model, layer: $layer_{v}}})"
 
     lines = []
-    for i, edge in enumerate(pattern["edges"]):
+    for i, edge in _connected_order(pattern["edges"]):
         e = f"e{i}"
         conditions = [f"{e}.sum {'>' if edge.get('sign', '+') == '+' else '<'} 0"]
         if edge.get("min"):
@@ -124,6 +124,23 @@ def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | Non
         params["limit"] = int(limit)
         query += "\nLIMIT $limit"
     return query, params
+
+
+def _connected_order(edges: list[dict]) -> list[tuple[int, dict]]:
+    """The edges (with their index) in the order the query expands them: each next edge is one
+    whose ends are already bound (a check, not a new expansion), else one that grows from a bound
+    node, else the first left: so two-pathway patterns never form a cross product of pathways."""
+    left = list(enumerate(edges))
+    bound: set[str] = set()
+    ordered = []
+    while left:
+        def reach(item: tuple[int, dict]) -> int:
+            return (item[1]["src"] in bound) + (item[1]["dst"] in bound)
+        best = max(left, key=reach)  # max keeps the first of equals: the given order otherwise
+        left.remove(best)
+        ordered.append(best)
+        bound |= {best[1]["src"], best[1]["dst"]}
+    return ordered
 
 
 def search(store: Store, pattern: dict | str, model: str, kind: str = "direct", layers: list[str] | None = None,

@@ -137,7 +137,9 @@ def _random_model(atlas, name: str, seed: int) -> nx.DiGraph:
     rnd = random.Random(seed)
     g = nx.DiGraph()
     layers = ["L0", "L1", "L2"]
-    atlas.execute("CREATE (:Model {id: $m, status: 'complete'})", m=name)
+    atlas.execute("CREATE (m:Model {id: $m, status: 'complete'}) WITH m UNWIND $layers AS l "
+                  "CREATE (m)-[:HAS_LAYER]->(:Layer {uid: $m + '/' + l, model: $m, name: l, channels: 5})",
+                  m=name, layers=layers)
     atlas.execute("UNWIND $rows AS r CREATE (:Neuron {uid: r.uid, model: $m, layer: r.layer, channel: r.c})",
                   m=name, rows=[{"uid": f"{name}/{l}:{c}", "layer": l, "c": c} for l in layers for c in range(5)])
     for l in layers:

@@ -175,6 +175,36 @@ def test_timeout_ends_the_transaction_in_the_server(graph):
         connectivity.units(graph.store, Units(model="t"), timeout=1e-9)
 
 
+# -- neighbours against networkx ---------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["direct", "expanded"])
+def test_neighbours_match_networkx(graph, full, kind):
+    """A neuron's partners by |sum| over every layer it meets, filtered by the stored rel_in
+    (inputs) or rel_out (outputs), against the whole graph's own sums."""
+    g = full("t", kind)
+    checked = 0
+    for uid in ("t/block1:3", "t/down:5", "t/stem.0:2", "t/block2:9"):
+        for side, edges, rel in (("inputs", g.in_edges(uid, data=True), "rel_in"),
+                                 ("outputs", g.out_edges(uid, data=True), "rel_out")):
+            partners = [(a if side == "inputs" else b, d) for a, b, d in edges]
+            if not partners:
+                continue
+            for min_rel in (0.0, 0.3):
+                expected = {p: d for p, d in partners if abs(d[rel]) >= min_rel - 1e-12}
+                got = graph.neighbours(uid, side, k=None, min_rel=min_rel, kind=kind)
+                assert {r["uid"] for r in got} == set(expected)
+                magnitudes = [abs(r["sum"]) for r in got]
+                assert magnitudes == sorted(magnitudes, reverse=True)
+                for row in got:
+                    assert row[rel] == pytest.approx(abs(expected[row["uid"]][rel]), rel=1e-9)
+            top = graph.neighbours(uid, side, k=2, kind=kind)
+            strongest = sorted(abs(d["sum"]) for _, d in partners)[-2:][::-1]
+            assert [abs(r["sum"]) for r in top] == pytest.approx(strongest, rel=1e-12)
+            checked += 1
+    assert checked >= 5
+    with pytest.raises(InvalidInput, match="side must be"):
+        graph.neighbours("t/down:5", "sideways")
+
+
 # -- adjacency against numpy ---------------------------------------------------------------------------
 def _sums(atlas, model, kind):
     """(src layer, dst layer) -> the (out, in) sums of every kernel, from the weight arrays."""
@@ -196,7 +226,7 @@ def _strongest(sums):
 
 
 @pytest.mark.parametrize("kind,sources,targets", [
-    ("direct", ["stem.0", "block1.branch1.0", "block1.branch2.0"], ["down"]),
+    ("direct", ["stem.0", "block1.branch1.0", "block1.branch2.0", "block1"], ["block1", "down"]),
     ("direct", ["stem.0"], ["block1.branch2.0", "down"]),
     ("expanded", ["block1"], ["down"]),
 ])
@@ -232,7 +262,7 @@ def test_adjacency_matches_numpy(graph, kind, sources, targets):
 
 
 def test_adjacency_bounds_and_limit(graph):
-    sources, targets = Units(model="t", layers="stem.0"), Units(model="t", layers="down")
+    sources, targets = Units(model="t", layers="stem.0"), Units(model="t", layers="block1.branch2.0")
     every = graph.adjacency(sources, targets).edges
     strong = graph.adjacency(sources, targets, min_abs=0.2).edges
     assert [e for e in every if abs(e["sum"]) >= 0.2] == strong
@@ -257,7 +287,7 @@ def _paths_nx(g, source, target, max_len, weight, min_len=1, min_rel=0.0):
 
 
 @pytest.mark.parametrize("model,kind,source,target,max_len,min_len,weight,min_rel", [
-    ("t", "direct", "t/stem.0:0", "t/fc:3", 3, 1, "product", 0.0),
+    ("t", "direct", "t/stem.0:0", "t/fc:3", 4, 1, "product", 0.0),
     ("t", "direct", "t/input:1", "t/down:5", 3, 1, "product", 0.0),
     ("t", "direct", "t/input:0", "t/down:2", 3, 3, "sum", 0.0),
     ("t", "direct", "t/stem.0:3", "t/block2.branch2.0:4", 4, 1, "product", 0.3),
@@ -298,13 +328,13 @@ def test_paths_auto_kind_errors_and_limit(graph):
     with pytest.raises(InvalidInput):
         graph.paths("t/stem.0:0", "t/fc:1", weight="mean")
     with pytest.raises(QueryError, match="more than 10 edges"):
-        graph.paths("t/input:0", "t/fc:1", 4, kind="direct", limit=10)
+        graph.paths("t/input:0", "t/fc:1", 5, kind="direct", limit=10)
 
 
 @pytest.mark.parametrize("side,units,min_rel,min_shared", [
     ("inputs", ["t/down:0", "t/down:1", "t/down:7"], 0.0, None),
     ("inputs", ["t/down:0", "t/down:1", "t/down:7"], 0.3, 2),
-    ("outputs", ["t/stem.0:0", "t/stem.0:4"], 0.5, None),
+    ("outputs", ["t/block1:0", "t/block1:4"], 0.3, None),
     ("inputs", ["pl/high:0", "pl/high:1"], 0.15, None),
 ])
 def test_common_partners_match_networkx(graph, full, side, units, min_rel, min_shared):
@@ -417,7 +447,7 @@ def test_similar_units_find_the_planted_rotation_neighbours(graph):
         assert {r["channel"] for r in top} == {(j - 1) % 8, (j + 1) % 8}
     assert graph.similar_units("t/down:0", k=2)[0]["uid"] == graph.similar_units("t/down:0", k=2, kind="expanded")[0]["uid"]
     with pytest.raises(InvalidInput):
-        graph.similar_units("t/block2:0", "inputs", kind="direct")  # a block has no direct inputs
+        graph.similar_units("t/input:0", "inputs", kind="direct")  # the image has no inputs
     with pytest.raises(InvalidInput):
         graph.similar_units("t/down:0", "colour")
     with pytest.raises(NotFound):
@@ -435,26 +465,26 @@ def test_cli_query_commands(graph, cli_env, tmp_path):
     assert out.exit_code == 0, out.output
     assert [r["uid"] for r in json.loads(out.output)] == ["pl/high:2"]
 
-    out = _cli(cli_env, "adjacency", "-m", "t", "--from-layers", "stem.0", "--to-layers", "down", "--to-channels", "0-2",
+    out = _cli(cli_env, "adjacency", "-m", "t", "--from-layers", "block1", "--to-layers", "down", "--to-channels", "0-2",
                "--min-rel", "0.4", "--json")
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
-    api = graph.adjacency(Units(model="t", layers="stem.0"), Units(model="t", layers="down", channels=[0, 1, 2]),
+    api = graph.adjacency(Units(model="t", layers="block1"), Units(model="t", layers="down", channels=[0, 1, 2]),
                           min_rel=0.4)
     assert data["edges"] == api.edges and data["sources"] == api.sources and data["targets"] == api.targets
 
     csv_file = tmp_path / "edges.csv"
-    out = _cli(cli_env, "adjacency", "-m", "t", "--from-layers", "stem.0", "--to-uid", "t/down:0", "--kernels",
+    out = _cli(cli_env, "adjacency", "-m", "t", "--from-layers", "block1", "--to-uid", "t/down:0", "--kernels",
                "--csv", str(csv_file))
     assert out.exit_code == 0, out.output
     lines = csv_file.read_text().splitlines()
     assert lines[0].split(",")[:3] == ["source", "target", "sum"] and len(lines) == 1 + 8
     assert (tmp_path / "edges.sources.csv").exists() and (tmp_path / "edges.targets.csv").exists()
 
-    out = _cli(cli_env, "paths", "t/stem.0:0", "t/fc:3", "--kind", "direct", "-k", "3", "--json")
+    out = _cli(cli_env, "paths", "t/stem.0:0", "t/fc:3", "--kind", "direct", "-k", "3", "--max-len", "4", "--json")
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output) == graph.paths("t/stem.0:0", "t/fc:3", 3, 3, kind="direct")
-    out = _cli(cli_env, "paths", "t/stem.0:0", "t/fc:3", "--kind", "direct", "-k", "3")
+    assert json.loads(out.output) == graph.paths("t/stem.0:0", "t/fc:3", 4, 3, kind="direct")
+    out = _cli(cli_env, "paths", "t/stem.0:0", "t/fc:3", "--kind", "direct", "-k", "3", "--max-len", "4")
     assert out.exit_code == 0 and " -> " in out.output
 
     out = _cli(cli_env, "common", "--uid", "t/down:0", "--uid", "t/down:1", "--min-rel", "0.3", "--json")

@@ -3,7 +3,10 @@ Atlas opened on first use (closed at exit), and the project's own errors as one 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 from typing import Any
 
 import click
@@ -34,7 +37,26 @@ class CliContext:
 
             fields = {f.name: self.options[f.name] for f in dataclasses.fields(ConnectionSettings)}
             self._atlas = self._ctx.with_resource(Atlas.connect(settings=ConnectionSettings(**fields)))
+            _cancel_on_interrupt(self._ctx, self._atlas.store)
         return self._atlas
+
+
+def _cancel_on_interrupt(ctx: click.Context, store: Any) -> None:
+    """Ctrl-C ends the command's running transactions on the server first (the driver would
+    otherwise wait for a long query to finish before the command could exit); a second Ctrl-C
+    interrupts at once. The previous handler is back when the command ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGINT, previous))
+
+    def interrupted(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with contextlib.suppress(Exception):
+            store.cancel_running()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 class ProjectErrors(click.Group):

@@ -1,0 +1,127 @@
+"""Real networks at real size, side by side in one run (prints one JSON object):
+
+- ingest ResNet-50 (random weights, 224 px, direct and expanded edges) into an empty local
+  server (the bulk path ``auto`` takes) and into a non-empty one (the online path: GoogLeNet is
+  there first); edges, edges/s, peak RSS of the ingesting process, store size, next to what the
+  dry run predicted;
+- each shipped pattern on GoogLeNet and on ResNet-50, direct and expanded: seconds and match
+  counts (every match, the default 60 s timeout);
+- neighbourhood queries on GoogLeNet (top-10 inputs, top-10 outputs, inputs of at least 30% of
+  the strongest): p50 and p95 over 1,000 random neurons.
+
+    python bench/real_networks.py [--out bench/results/real-networks-2core.json] [--skip-online]
+
+Each ingest runs in a process of its own, so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from circuitatlas.api import Atlas
+from circuitatlas.benchmarking import machine, scratch_server
+from circuitatlas.errors import QueryError
+from circuitatlas.queries.patterns import PATTERNS
+
+TARGETS = {"resnet50_bulk_s": 300, "pattern_s": 10, "neighbourhood_p95_ms": 5}
+
+
+def ingest_child(state_dir: str, source: str, name: str) -> dict:
+    """Runs in a child process: one ingest, its figures."""
+    with Atlas.connect(state_dir=state_dir) as atlas:
+        began = time.monotonic()
+        summary = atlas.ingest(source, name)
+        wall = time.monotonic() - began
+    edges = summary.weight_edges + summary.expanded_edges
+    return {"path": summary.ingest_path, "wall_s": round(wall, 1), "direct_edges": summary.weight_edges,
+            "expanded_edges": summary.expanded_edges, "neurons": summary.neurons, "edges_per_s": round(edges / wall),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def ingest(state_dir: str, source: str, name: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", state_dir, source, name]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def patterns(atlas: Atlas, model: str) -> dict:
+    found = {}
+    for kind in ("direct", "expanded"):
+        for name in PATTERNS:
+            began = time.monotonic()
+            try:
+                count = len(atlas.search(name, model, kind))
+            except QueryError as exc:
+                count = str(exc)
+            found[f"{name}/{kind}"] = {"s": round(time.monotonic() - began, 2), "matches": count}
+    return found
+
+
+def neighbourhood(atlas: Atlas, model: str, runs: int = 1000) -> dict:
+    uids = [r["uid"] for r in atlas.cypher("MATCH (n:Neuron {model: $m}) WHERE n.layer <> 'input' "
+                                           "RETURN n.uid AS uid", m=model)]
+    rng = random.Random(0)
+    cases = {"top10_inputs": lambda u: atlas.neighbours(u, "inputs", k=10),
+             "top10_outputs": lambda u: atlas.neighbours(u, "outputs", k=10),
+             "inputs_over_30pct": lambda u: atlas.neighbours(u, "inputs", k=None, min_rel=0.3)}
+    result = {}
+    for name, call in cases.items():
+        for uid in rng.sample(uids, 20):  # warm-up: plans compiled, pages cached
+            call(uid)
+        times, sizes = [], []
+        for uid in rng.sample(uids, runs):
+            began = time.perf_counter()
+            sizes.append(len(call(uid)))
+            times.append((time.perf_counter() - began) * 1000)
+        result[name] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                        "p95_ms": round(float(np.percentile(times, 95)), 2), "mean_rows": round(float(np.mean(sizes)), 1)}
+    return result
+
+
+def dry_run(source: str) -> dict:
+    plan = Atlas.dry_run(source, source)
+    return {k: v for k, v in plan.summary().items() if k not in ("by_layer", "observation_layers")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    parser.add_argument("--skip-online", action="store_true")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(ingest_child(*args.child)))
+        return
+    result: dict = {"benchmark": "real_networks", "machine": machine(), "targets": TARGETS,
+                    "dry_run": {"resnet50": dry_run("resnet50"), "googlenet": dry_run("googlenet")}}
+    with scratch_server("ca-bench-empty-", heap="3g", pagecache="2g") as (server, _):
+        result["resnet50_empty"] = ingest(server.state_dir, "resnet50", "resnet50")
+        with Atlas.connect(state_dir=server.state_dir) as atlas:
+            result["patterns_resnet50"] = patterns(atlas, "resnet50")
+        server.stop()
+        result["resnet50_empty"]["store_mib"] = round(server.status().store_bytes / 2**20)
+    with scratch_server("ca-bench-nonempty-", heap="3g", pagecache="2g") as (server, _):
+        result["googlenet_empty"] = ingest(server.state_dir, "googlenet", "googlenet")
+        with Atlas.connect(state_dir=server.state_dir) as atlas:
+            result["patterns_googlenet"] = patterns(atlas, "googlenet")
+            result["neighbourhood_googlenet"] = neighbourhood(atlas, "googlenet")
+        if not args.skip_online:
+            result["resnet50_nonempty"] = ingest(server.state_dir, "resnet50", "resnet50")
+        server.stop()
+        result["store_mib_googlenet_and_resnet50"] = round(server.status().store_bytes / 2**20)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
