@@ -158,6 +158,14 @@ class Atlas(Closing):
         return patterns.search(self.store, aliases.resolve_pattern(self.store, model, pattern), model, kind,
                                layers, limit, timeout)
 
+    def count_matches(self, pattern: dict | str, model: str, kind: str = "direct", *,
+                      layers: Iterable[str] | None = None, timeout: float | None = patterns.SEARCH_TIMEOUT) -> int:
+        """How many matches :meth:`search` would return, counted in the server."""
+        if layers is not None:
+            layers = aliases.resolve_layers(self.store, model, layers)
+        return patterns.count_matches(self.store, aliases.resolve_pattern(self.store, model, pattern), model, kind,
+                                      layers, timeout)
+
     # -- analyses (each written back onto the graph) -----------------------------------------
     def analyze_svd(self, model: str, src_layer: str, dst_layer: str, k: int | None = None, kind: str = "auto",
                     plot: str | None = None) -> SvdAnalysis:

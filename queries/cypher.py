@@ -18,6 +18,7 @@ SCHEMA = (
     "CREATE CONSTRAINT cluster_uid IF NOT EXISTS FOR (c:Cluster) REQUIRE c.uid IS UNIQUE",
     "CREATE CONSTRAINT motif_uid IF NOT EXISTS FOR (m:Motif) REQUIRE m.uid IS UNIQUE",
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
+    "CREATE INDEX neuron_model IF NOT EXISTS FOR (n:Neuron) ON (n.model)",  # pattern search starts here
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
     "CREATE INDEX cluster_analysis IF NOT EXISTS FOR (c:Cluster) ON (c.model, c.analysis)",
     # "edges with at least 30% of the strongest", as the Circuits figures are drawn: one indexed filter

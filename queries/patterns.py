@@ -31,7 +31,7 @@ from circuitatlas.errors import InvalidInput, QueryError
 from circuitatlas.names import rel_type
 from circuitatlas.store import Store
 
-__all__ = ["compile_pattern", "search", "match_networkx", "PATTERNS", "validate", "SEARCH_TIMEOUT"]
+__all__ = ["compile_pattern", "search", "count_matches", "match_networkx", "PATTERNS", "validate", "SEARCH_TIMEOUT"]
 
 SEARCH_TIMEOUT = 60.0  # seconds; the server ends the transaction
 
@@ -73,8 +73,9 @@ def validate(pattern: dict) -> None:
 
 
 def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | None = None,
-                    limit: int | None = None) -> tuple[str, dict[str, Any]]:
-    """(query, parameters) for ``pattern``; the query returns one row per match, ``m``: name -> uid.
+                    limit: int | None = None, count: bool = False) -> tuple[str, dict[str, Any]]:
+    """(query, parameters) for ``pattern``; the query returns one row per match, ``m``: name ->
+    uid (with ``count``: one row, ``n``, the number of matches, none of them sent).
 
     Each edge becomes a ``MATCH`` that expands from already bound neurons, with its sign, its
     bound (absolute on ``sum`` or relative on ``rel_in``) and the distinctness of the neurons
@@ -119,6 +120,8 @@ def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | Non
             text = node(name, conditions)
             lines.append(f"MATCH {text}" + (" WHERE " + " AND ".join(conditions) if conditions else ""))
     query = "\n".join(lines)
+    if count:
+        return query + "\nRETURN count(*) AS n", params
     query += "\nRETURN {" + ", ".join(f"`{name}`: {var[name]}.uid" for name in names) + "} AS m"
     if limit is not None:
         params["limit"] = int(limit)
@@ -148,15 +151,30 @@ def search(store: Store, pattern: dict | str, model: str, kind: str = "direct", 
     """Matches of ``pattern`` (a dict or a name in :data:`PATTERNS`) in ``model``: every one, or
     the first ``limit``; neurons of ``layers`` only where the pattern names no layer. Ends with a
     one-line :class:`QueryError` after ``timeout`` seconds (None: the server's own limit)."""
+    if limit is not None and int(limit) < 1:
+        raise InvalidInput(f"limit must be at least 1, got {limit}")
+    query, params = compile_pattern(_shipped(pattern), kind, layers, limit)
+    return [row["m"] for row in _run(store, query, timeout, model=model, **params)]
+
+
+def count_matches(store: Store, pattern: dict | str, model: str, kind: str = "direct",
+                  layers: list[str] | None = None, timeout: float | None = SEARCH_TIMEOUT) -> int:
+    """How many matches :func:`search` would return, counted in the server (none is sent)."""
+    query, params = compile_pattern(_shipped(pattern), kind, layers, count=True)
+    return int(_run(store, query, timeout, model=model, **params)[0]["n"])
+
+
+def _shipped(pattern: dict | str) -> dict:
     if isinstance(pattern, str):
         if pattern not in PATTERNS:
             raise InvalidInput(f"no shipped pattern {pattern!r}; choose one of {', '.join(PATTERNS)} or pass a dict")
-        pattern = PATTERNS[pattern]
-    if limit is not None and int(limit) < 1:
-        raise InvalidInput(f"limit must be at least 1, got {limit}")
-    query, params = compile_pattern(pattern, kind, layers, limit)
+        return PATTERNS[pattern]
+    return pattern
+
+
+def _run(store: Store, query: str, timeout: float | None, **params: Any) -> list[dict]:
     try:
-        return [row["m"] for row in store.read_with_timeout(query, timeout, model=model, **params)]
+        return store.read_with_timeout(query, timeout, **params)
     except QueryError as exc:
         if "timed out" not in str(exc):
             raise
