@@ -10,7 +10,7 @@
 - neighbourhood queries on GoogLeNet (top-10 inputs, top-10 outputs, inputs of at least 30% of
   the strongest): p50 and p95 over 1,000 random neurons.
 
-    python bench/real_networks.py [--out bench/results/real-networks-2core.json] [--skip-online]
+    python bench/real_networks.py [--out FILE.json] [--skip-online] [--resnet-size 3,224,224]
 
 Each ingest runs in a process of its own, so its peak RSS is its own.
 """
@@ -35,11 +35,11 @@ from circuitatlas.queries.patterns import PATTERNS
 TARGETS = {"resnet50_bulk_s": 300, "pattern_s": 10, "neighbourhood_p95_ms": 5}
 
 
-def ingest_child(state_dir: str, source: str, name: str) -> dict:
+def ingest_child(state_dir: str, source: str, name: str, size: str) -> dict:
     """Runs in a child process: one ingest, its figures."""
     with Atlas.connect(state_dir=state_dir) as atlas:
         began = time.monotonic()
-        summary = atlas.ingest(source, name)
+        summary = atlas.ingest(source, name, input_size=tuple(int(x) for x in size.split(",")))
         wall = time.monotonic() - began
     edges = summary.weight_edges + summary.expanded_edges
     return {"path": summary.ingest_path, "wall_s": round(wall, 1), "direct_edges": summary.weight_edges,
@@ -47,9 +47,12 @@ def ingest_child(state_dir: str, source: str, name: str) -> dict:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def ingest(state_dir: str, source: str, name: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", state_dir, source, name]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+def ingest(state_dir: str, source: str, name: str, size: str = "3,224,224") -> dict:
+    cmd = [sys.executable, __file__, "--child", str(state_dir), source, name, size]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"ingest of {source} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
 
 
 def patterns(atlas: Atlas, model: str, first: int = 1000, count_timeout: float = 30.0) -> dict:
@@ -92,8 +95,8 @@ def neighbourhood(atlas: Atlas, model: str, runs: int = 1000) -> dict:
     return result
 
 
-def dry_run(source: str) -> dict:
-    plan = Atlas.dry_run(source, source)
+def dry_run(source: str, size: str = "3,224,224") -> dict:
+    plan = Atlas.dry_run(source, source, input_size=tuple(int(x) for x in size.split(",")))
     return {k: v for k, v in plan.summary().items() if k not in ("by_layer", "observation_layers")}
 
 
@@ -101,13 +104,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--skip-online", action="store_true")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--resnet-size", default="3,224,224", help="C,H,W ResNet-50 is traced at")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(ingest_child(*args.child)))
         return
     result: dict = {"benchmark": "real_networks", "machine": machine(), "targets": TARGETS,
-                    "dry_run": {"resnet50": dry_run("resnet50"), "googlenet": dry_run("googlenet")}}
+                    "resnet50_input_size": args.resnet_size,
+                    "dry_run": {"resnet50": dry_run("resnet50", args.resnet_size), "googlenet": dry_run("googlenet")}}
 
     def save() -> None:  # after every stage: a long run that is cut short keeps what it measured
         if args.out:
@@ -115,7 +120,7 @@ def main() -> None:
                 handle.write(json.dumps(result, indent=2) + "\n")
 
     with scratch_server("ca-bench-empty-", heap="3g", pagecache="2g") as (server, _):
-        result["resnet50_empty"] = ingest(server.state_dir, "resnet50", "resnet50")
+        result["resnet50_empty"] = ingest(server.state_dir, "resnet50", "resnet50", args.resnet_size)
         save()
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             result["patterns_resnet50"] = patterns(atlas, "resnet50")
@@ -129,7 +134,7 @@ def main() -> None:
             result["neighbourhood_googlenet"] = neighbourhood(atlas, "googlenet")
         save()
         if not args.skip_online:
-            result["resnet50_nonempty"] = ingest(server.state_dir, "resnet50", "resnet50")
+            result["resnet50_nonempty"] = ingest(server.state_dir, "resnet50", "resnet50", args.resnet_size)
         server.stop()
         result["store_mib_googlenet_and_resnet50"] = round(server.status().store_bytes / 2**20)
         save()

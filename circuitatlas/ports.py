@@ -37,10 +37,16 @@ def free_port() -> int:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. A zombie does not: a server started by another process of
+    ours (a parent that has not reaped it yet) has stopped once it is one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill(0) is all there is
+        return True

@@ -237,10 +237,11 @@ class Store(Closing):
         return [record.data() for record in records]
 
     def read_with_timeout(self, query: str, timeout: float | None, **params: Any) -> list[dict[str, Any]]:
-        """:meth:`read` under a transaction timeout in seconds (None: the server's own), which the
+        """:meth:`read` under a transaction timeout in seconds (None: the store's own), which the
         server enforces: it ends a query still running then, and QueryError says so in one line.
         Values come as the driver decodes them (``record.data()``'s recursive copy, which costs more
         than the decoding on large lists, is skipped): return maps and lists, not nodes."""
+        timeout = self.query_timeout if timeout is None else timeout
         if timeout is not None:
             timeout = max(float(timeout), 0.001)  # the driver rounds to milliseconds; 0 would mean none
         with translate_errors(self.uri), _timeout_as_query_error(timeout), self.session(read=True) as session:

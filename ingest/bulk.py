@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -202,6 +203,9 @@ def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, 
                     flat[pick], stats[pick], kh, kw, id_words))
                 files.edges[part.rel_type] += pick.size
                 progress.edges(pick.size)
+        for handle in handles.values():  # on disk before the server stops: a stop that waits
+            handle.flush()  # behind gigabytes of dirty pages would outlast its timeout
+            os.fsync(handle.fileno())
     finally:
         for handle in handles.values():
             handle.close()

@@ -136,6 +136,8 @@ def _weight(state: "TraceState", step: Step, name: str | None = None) -> Provena
     channels_last = isinstance(module, nn.Linear) and first.last and len(step.shape) == 4
     if not (first.canonical or channels_last):
         raise Unsupported(f"{step.what} on a tensor whose channels are not on dim 1 (or last, for a linear layer)")
+    if isinstance(module, nn.Linear) and not channels_last and len(step.shape) != 2:
+        raise Unsupported(f"{step.what} over the last dim of a channels-first map")
     state.weight_layers[name] = _weight_layer(name, module, first)
     if channels_last:  # a pointwise linear over (N, H, W, C): a 1x1 convolution
         n, h, w, c = step.shape
@@ -192,7 +194,12 @@ def _batchnorm_function(state: "TraceState", step: Step) -> Provenance:
 
 def _layernorm(state: "TraceState", step: Step) -> Provenance:
     """LayerNorm over the channels of each position: a per-position normaliser (the identity
-    when linearised) whose per-channel weight scales the channels."""
+    when linearised) whose per-channel weight scales the channels.
+
+    The normaliser is the centring and the division by the std together. The centring is linear
+    (``x - mean(x)``) but keeping it would join every channel to every target of the next layer
+    (a depthwise conv or a residual edge would become dense); the kernel it gives is the stored
+    one minus its target's mean over inputs, which a reader can take from the graph."""
     first = _tracked(step)
     node = step.node
     if step.module is not None:
@@ -211,6 +218,8 @@ def _layernorm(state: "TraceState", step: Step) -> Provenance:
 def _mean(state: "TraceState", step: Step) -> Provenance:
     """A mean over dims that do not hold channels (a global average pool)."""
     first = _tracked(step)
+    if first.flat is not None:
+        raise Unsupported(f"{step.what} of a flattened map")
     node = step.node
     in_shape = node_shape(step.inputs[0])
     dims = _arg(node, 1, "dim")
@@ -261,6 +270,8 @@ def _evaluate(state: "TraceState", step: Step) -> Any:
 
 def _rearranged(state: "TraceState", step: Step) -> Provenance:
     """Permutes, transposes, squeezes, slices: the channel ids, moved the same way."""
+    if _tracked(step).flat is not None:
+        raise Unsupported(f"{step.what} of a flattened map")
     result = _evaluate(state, step)
     if tuple(result.shape) != step.shape:
         raise Unsupported(f"{step.what} (its result on channel ids has another shape)")
@@ -279,6 +290,8 @@ def _reshape(state: "TraceState", step: Step) -> Provenance:
         raise Unsupported(f"{step.what} that moves the batch dim")
     if step.shape == in_shape:
         return first
+    if first.flat is not None:
+        raise Unsupported(f"{step.what} of a flattened map")
     return from_ids(first, first.element_ids(in_shape[1:]).reshape(step.shape[1:]))
 
 
@@ -317,15 +330,18 @@ def _cat(state: "TraceState", step: Step) -> Provenance:
 def _combine(state: "TraceState", step: Step, sign: float) -> Provenance:
     """``a + sign * b`` of two maps: an ``add`` layer, one neuron per channel, with an edge from
     each operand's channel carrying that operand's factor (1 for a plain residual)."""
-    if len(step.inputs) == 1:  # a map plus a constant: a shift, the channels unchanged
-        return step.first
-    a, b = (state.prov[n.name] for n in step.inputs)
-    shapes = {node_shape(n) for n in step.inputs}
-    if len(step.inputs) != 2 or len(shapes) != 1 or a.ids is not None or b.ids is not None or a.last != b.last:
-        raise Unsupported(f"{step.what} of tensors of different shapes or layouts")
     alpha = _arg(step.node, 2, "alpha", 1.0)
     if not isinstance(alpha, (int, float)):
         raise Unsupported(f"{step.what} with a computed alpha")
+    if len(step.inputs) == 1:  # a map and a constant: a shift; `c - x` and alpha scale the map
+        second = step.node.args[0] is not step.inputs[0]
+        return step.first.scaled(sign * float(alpha)) if second and (sign != 1.0 or alpha != 1.0) else step.first
+    a, b = (state.prov[n.name] for n in step.inputs)
+    if a.flat is not None or b.flat is not None:
+        raise Unsupported(f"{step.what} of flattened maps")
+    shapes = {node_shape(n) for n in step.inputs}
+    if len(step.inputs) != 2 or len(shapes) != 1 or a.ids is not None or b.ids is not None or a.last != b.last:
+        raise Unsupported(f"{step.what} of tensors of different shapes or layouts")
     c = len(a.channels)
     weight = np.stack([a.scales(), sign * float(alpha) * b.scales()], axis=1).reshape(c, 2, 1, 1)
     name, value = state.sum_layer_name(step.node)
@@ -350,9 +366,11 @@ def _product(state: "TraceState", step: Step, divide: bool) -> Provenance:
     gate (squeeze-excite): the channels are the larger map's, the gate adds no edges into them."""
     if not step.inputs:
         raise Unsupported(step.what)
-    if len(step.inputs) > 1:
-        main = max(step.inputs, key=lambda a: int(np.prod(node_shape(a)[2:] or (1,))))
-        return state.prov[main.name]
+    if len(step.inputs) > 1:  # the gated map is the operand of the output's shape (SE, CBAM)
+        full = [a for a in step.inputs if node_shape(a) == step.shape]
+        if not full:
+            raise Unsupported(f"{step.what} of two maps neither of which has the result's shape")
+        return state.prov[full[0].name]
     tracked = step.inputs[0]
     others = [a for a in step.node.args if a is not tracked]
     if divide and step.node.args[0] is not tracked:

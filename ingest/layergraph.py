@@ -64,6 +64,10 @@ def build_layer_graph(
     observed = (list(observation_layers) if observation_layers is not None
                 else default_observation_layers(model, gm, state.layers))
     _add_blocks(state, gm, observed)
+    flipped = [name for name in observed if state.layers[name].channels_last]
+    if flipped:
+        raise IngestError(f"observation layers {flipped} have their channels last (N, H, W, C); observe the block "
+                          "that contains them")
     layers = _in_graph_order(gm, state)
     observed.sort(key=lambda n: layers[n].order)
     weight_layers = state.weight_layers

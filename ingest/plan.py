@@ -1,9 +1,11 @@
 """What an ingest would store, worked out without writing anything (``ingest --dry-run``).
 
 Direct edges are counted exactly (the same pruning as the writers, from the kernels' l2 norms,
-without building a row). Expanded edges are bounded from above by the source/target channel
-pairs that direct edges connect between consecutive observation layers (an expanded kernel can
-only be non-zero where such a path exists; it is zero where paths cancel, which is rare). Store
+without building a row; ``top_k`` per target and source layer, as the writers apply it).
+Expanded edges are estimated by the source/target channel pairs that direct edges connect
+between consecutive observation layers: an expanded kernel is zero where paths cancel (rare);
+it can be non-zero without such a path only through a squeeze-excite gate, which the linearised
+network evaluates at its biases. Store
 size and time are estimates from rates measured on a 2-core machine (``bench/ingest.py``),
 declared once here.
 """
@@ -75,10 +77,14 @@ def direct_edge_count(layer: WeightLayer, options: IngestOptions) -> int:
     l2 = np.sqrt(np.einsum("ijk,ijk->ij", w, w, dtype=np.float64))
     keep = (l2 > 0) & (l2 >= options.min_l2)
     group = np.arange(out) // (out // layer.groups)
-    per_target = (keep * counts.reshape(layer.groups, per_group)[group]).sum(axis=1)
-    if options.top_k_per_neuron is not None:
-        per_target = np.minimum(per_target, options.top_k_per_neuron)
-    return int(per_target.sum())
+    total = 0
+    for src in {name for sources in layer.sources for name, _ in sources}:  # top_k is per source layer
+        from_src = np.array([sum(1 for name, _ in s if name == src) for s in layer.sources], dtype=np.int64)
+        per_target = (keep * from_src.reshape(layer.groups, per_group)[group]).sum(axis=1)
+        if options.top_k_per_neuron is not None:
+            per_target = np.minimum(per_target, options.top_k_per_neuron)
+        total += int(per_target.sum())
+    return total
 
 
 def _reach(graph: LayerGraph, src: str, dst: str) -> np.ndarray:
@@ -115,7 +121,11 @@ def _reach(graph: LayerGraph, src: str, dst: str) -> np.ndarray:
 
 
 def expanded_edge_bound(graph: LayerGraph, src: str, dst: str) -> int:
-    """An upper bound on the expanded edges from observation layer ``src`` to ``dst``."""
+    """An upper bound on the expanded edges from observation layer ``src`` to ``dst`` (every
+    pair when a block's channels could not be followed)."""
+    untracked = [n for n in (src, dst) if n not in graph.weight_layers and graph.layers[n].sources is None]
+    if untracked:
+        return graph.layers[src].channels * graph.layers[dst].channels
     return int(_reach(graph, src, dst).sum())
 
 

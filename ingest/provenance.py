@@ -61,8 +61,13 @@ class Provenance:
         return np.ones(len(self.channels)) if self.scale is None else self.scale
 
     def scaled(self, factor: np.ndarray | float) -> "Provenance":
-        """The same channels carried by ``factor`` times more (a scalar or one per channel)."""
-        return replace(self, scale=self.scales() * np.asarray(factor, dtype=np.float64))
+        """The same channels carried by ``factor`` times more (a scalar or one per channel). A
+        flattened map's per-element factors (a BatchNorm1d after a flatten) are not followed:
+        the channels stay as they are."""
+        factor = np.asarray(factor, dtype=np.float64)
+        if factor.size not in (1, len(self.channels)):
+            return self
+        return replace(self, scale=self.scales() * factor)
 
     def picked(self, index: np.ndarray, last: bool = False) -> "Provenance":
         """The channels ``index`` (into ``channels``), in that order, on dim 1 or the last dim."""

@@ -63,6 +63,7 @@ class TraceState:
         self.modules = dict(gm.named_modules())
         self.lenient = lenient
         self.prov: dict[str, Provenance] = {}  # fx node name -> provenance
+        self.varying: set[str] = set()  # nodes whose value depends on the input
         self.pieces: dict[str, list[Provenance]] = {}  # a chunk/split node -> its pieces' provenance
         self.layers: dict[str, LayerInfo] = {}
         self.weight_layers: dict[str, WeightLayer] = {}
@@ -109,6 +110,8 @@ class TraceState:
     def follow(self, node: fx.Node) -> None:
         """Record ``node``'s provenance (and its layer, for weight layers and the input)."""
         shape = node_shape(node)
+        if node.op == "placeholder" or any(a.name in self.varying for a in node.all_input_nodes):
+            self.varying.add(node.name)
         if node.op == "placeholder":
             if shape is None or len(shape) != 4:
                 raise IngestError("the model's input must be one (N, C, H, W) image tensor")
@@ -119,7 +122,7 @@ class TraceState:
         if node.op in ("output", "get_attr") or (not pieces and (shape is None or len(shape) < 2)):
             return
         inputs = [a for a in _tensor_args(node) if a.name in self.prov]
-        if not inputs and not any(a.name in self.pieces for a in node.all_input_nodes):
+        if node.name not in self.varying:
             return  # a value that does not depend on the input (a reshaped parameter): no neurons
         handler, what = handler_for(node, self.modules)
         module = self.modules[node.target] if node.op == "call_module" else None

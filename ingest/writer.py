@@ -29,6 +29,11 @@ __all__ = ["IngestOptions", "Part", "Progress", "Blocks", "WriteJob", "plan_part
            "check_finite", "write_model"]
 
 
+# what edges carry: 2 = sums as add layers, rel_in/rel_out on every edge (a resume of an ingest
+# begun by an older version does not match its plan, and says so)
+GRAPH_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class IngestOptions:
     """What an ingest writes (which edges, how pruned) and how fast (batches, workers)."""
@@ -126,6 +131,7 @@ def plan_parts(graph: LayerGraph, options: IngestOptions) -> list[Part]:
 def plan_fingerprint(graph: LayerGraph, options: IngestOptions) -> str:
     """A short hash of what an ingest writes: a resume must continue the same plan."""
     spec = {
+        "format": GRAPH_FORMAT,
         "layers": [(i.name, i.kind, list(i.shape)) for i in graph.layers.values()],
         "observed": graph.observation_layers,
         "options": [options.direct, options.expanded, options.min_l2, options.top_k_per_neuron],

@@ -126,3 +126,17 @@ def test_no_server_and_no_uri_says_how_to_start(monkeypatch, tmp_path):
     monkeypatch.delenv("NEO4J_URI", raising=False)
     with pytest.raises(ConfigError, match="circuitatlas db start"):
         resolve_connection(state_dir=tmp_path)
+
+
+def test_a_zombie_is_not_alive():
+    """A server started by another process of ours is a zombie once it stops, until its parent
+    reaps it: stopping it from elsewhere (a bulk import in a child process) must see it gone."""
+    import time
+
+    from circuitatlas.ports import pid_alive
+
+    child = subprocess.Popen(["sleep", "0.1"])
+    time.sleep(0.5)  # exited, not yet reaped
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert pid_alive(os.getpid())

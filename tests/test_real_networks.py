@@ -7,6 +7,7 @@ a linearised copy built by module surgery)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -265,3 +266,64 @@ def test_dry_run_counts_without_a_server(tmp_path):
     human = CliRunner().invoke(main, ["ingest", "resnet18", "--name", "r", "--dry-run", "--input-size", "3,64,64"],
                                env={"NEO4J_URI": "bolt://127.0.0.1:1", "CIRCUITATLAS_STATE_DIR": str(tmp_path)})
     assert human.exit_code == 0 and "nothing written" in human.output
+
+
+def test_dry_run_top_k_counts_what_the_writers_keep():
+    """top_k applies per target and source layer (an add neuron keeps one edge from each summand
+    with k=1): the plan's count equals the rows the writers would build."""
+    graph = build_layer_graph(_random("resnet18"), (3, 64, 64))
+    for options in (IngestOptions(top_k_per_neuron=1), IngestOptions(min_l2=0.05, top_k_per_neuron=3)):
+        kept = 0
+        for layer in graph.weight_layers.values():
+            for _src, out_idx, _in_idx, kernels in rows.direct_blocks(layer):
+                l2 = rows.l2_norms(kernels.reshape(len(kernels), -1))
+                order, _ = rows.select_edges(out_idx, l2, options.min_l2, options.top_k_per_neuron)
+                kept += order.size
+        assert plan_ingest(graph, dataclasses.replace(options, expanded=False), "r", "r").direct_edges == kept
+
+
+class _Odd(nn.Module):
+    """A constant minus a map, a scaled add, a flatten before BatchNorm1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(4, 4, 1)
+        self.norm = nn.BatchNorm1d(4 * 2 * 2)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.b(1.0 - self.a(x))
+        z = self.c(torch.add(0.5, y, alpha=2.0))
+        return self.head(self.norm(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 2), 1)))
+
+
+def test_constants_on_the_left_keep_their_sign_and_alpha():
+    model = _Odd().eval()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 2.0)
+    graph = build_layer_graph(model, (3, 8, 8))
+    np.testing.assert_allclose(graph.weight_layers["b"].weight, -model.b.weight.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(graph.weight_layers["c"].weight, 2.0 * model.c.weight.detach().numpy(), rtol=1e-6)
+    # a BatchNorm1d over a flattened map has one factor per position: not followed, the head as it is
+    np.testing.assert_allclose(graph.weight_layers["head"].weight.reshape(3, -1),
+                               model.head.weight.detach().numpy(), rtol=1e-6)
+
+
+def test_linear_over_a_channels_first_map_and_channels_last_observation_are_refused():
+    from circuitatlas.errors import IngestError
+
+    class Wrong(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x))  # acts on the width, not on the channels
+
+    with pytest.raises(IngestError, match="unsupported op Linear over the last dim"):
+        build_layer_graph(Wrong(), (3, 8, 8))
+    with pytest.raises(IngestError, match="channels last"):
+        build_layer_graph(_random("convnext_tiny"), (3, 64, 64), ["features.1.0.block.3", "features.1.1"])
