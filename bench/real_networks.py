@@ -55,20 +55,23 @@ def ingest(state_dir: str, source: str, name: str, size: str = "3,224,224") -> d
     return json.loads(done.stdout)
 
 
-def patterns(atlas: Atlas, model: str, first: int = 1000, count_timeout: float = 30.0) -> dict:
+def patterns(atlas: Atlas, model: str, first: int = 1000, timeout: float = 20.0) -> dict:
     """Per shipped pattern and kind: seconds to the first ``first`` matches (what a search with a
-    limit costs), and every match counted in the server within ``count_timeout`` seconds."""
+    limit costs), and every match counted in the server, each within ``timeout`` seconds."""
     found = {}
     for kind in ("direct", "expanded"):
         for name in PATTERNS:
             began = time.monotonic()
-            n_first = len(atlas.search(name, model, kind, limit=first))
+            try:
+                n_first: int | str = len(atlas.search(name, model, kind, limit=first, timeout=timeout))
+            except QueryError:
+                n_first = f"> {timeout:g} s"
             first_s = round(time.monotonic() - began, 2)
             began = time.monotonic()
             try:
-                count: int | str = atlas.count_matches(name, model, kind, timeout=count_timeout)
+                count: int | str = atlas.count_matches(name, model, kind, timeout=timeout)
             except QueryError:
-                count = f"> {count_timeout:g} s to count"
+                count = f"> {timeout:g} s to count"
             found[f"{name}/{kind}"] = {f"first_{first}_s": first_s, "found": n_first, "matches": count,
                                        "count_s": round(time.monotonic() - began, 2)}
     return found
@@ -100,11 +103,23 @@ def dry_run(source: str, size: str = "3,224,224") -> dict:
     return {k: v for k, v in plan.summary().items() if k not in ("by_layer", "observation_layers")}
 
 
+def resnet50(args: argparse.Namespace, result: dict, save) -> None:
+    with scratch_server("ca-bench-empty-", heap="3g", pagecache="2g") as (server, _):
+        result["resnet50_empty"] = ingest(server.state_dir, "resnet50", "resnet50", args.resnet_size)
+        save()
+        with Atlas.connect(state_dir=server.state_dir) as atlas:
+            result["patterns_resnet50"] = patterns(atlas, "resnet50")
+        server.stop()
+        result["resnet50_empty"]["store_mib"] = round(server.status().store_bytes / 2**20)
+        save()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--skip-online", action="store_true")
     parser.add_argument("--resnet-size", default="3,224,224", help="C,H,W ResNet-50 is traced at")
+    parser.add_argument("--keep-resnet", help="a result JSON of an earlier run whose ResNet-50 figures to keep")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -119,15 +134,13 @@ def main() -> None:
             with open(args.out, "w") as handle:
                 handle.write(json.dumps(result, indent=2) + "\n")
 
-    with scratch_server("ca-bench-empty-", heap="3g", pagecache="2g") as (server, _):
-        result["resnet50_empty"] = ingest(server.state_dir, "resnet50", "resnet50", args.resnet_size)
-        save()
-        with Atlas.connect(state_dir=server.state_dir) as atlas:
-            result["patterns_resnet50"] = patterns(atlas, "resnet50")
-        server.stop()
-        result["resnet50_empty"]["store_mib"] = round(server.status().store_bytes / 2**20)
-        save()
+    if args.keep_resnet:  # the ResNet-50 figures of an earlier run of this script, kept as they are
+        kept = json.loads(open(args.keep_resnet).read())
+        result.update({k: v for k, v in kept.items() if k.startswith(("resnet50", "patterns_resnet50"))})
+    else:
+        resnet50(args, result, save)
     with scratch_server("ca-bench-nonempty-", heap="3g", pagecache="2g") as (server, _):
+
         result["googlenet_empty"] = ingest(server.state_dir, "googlenet", "googlenet")
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             result["patterns_googlenet"] = patterns(atlas, "googlenet")
