@@ -282,11 +282,16 @@ def neighbours(store: Store, unit: str, side: str = "inputs", k: int | None = 10
     ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned). One indexed query."""
     if side not in NEIGHBOUR_SIDES:
         raise InvalidInput(f"side must be one of {', '.join(NEIGHBOUR_SIDES)}, not {side!r}")
-    uid = _uid(store, unit)
-    limit = _check_limit(k) if k is not None else 2**31 - 1
+    params = {"limit": _check_limit(k) if k is not None else 2**31 - 1, "min_rel": _fraction("min_rel", min_rel),
+              "sign": _sign(sign)}
+    budget = _Budget(timeout)
+    if isinstance(unit, str) and kind != "auto":  # one round trip when the uid is canonical and has partners
+        found = budget.read(store, cypher.neighbours_query(names.rel_type(kind), side), uid=unit, **params)
+        if found:
+            return found
+    uid = _uid(store, unit)  # an alias, a neuron without such partners, or none at all (the error)
     rel = names.rel_type(resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out"))
-    return _Budget(timeout).read(store, cypher.neighbours_query(rel, side), uid=uid, limit=limit,
-                                 min_rel=_fraction("min_rel", min_rel), sign=_sign(sign))
+    return budget.read(store, cypher.neighbours_query(rel, side), uid=uid, **params)
 
 
 # -- circuits and paths ---------------------------------------------------------------------------

@@ -203,6 +203,9 @@ def test_neighbours_match_networkx(graph, full, kind):
     assert checked >= 5
     with pytest.raises(InvalidInput, match="side must be"):
         graph.neighbours("t/down:5", "sideways")
+    assert graph.neighbours("t/b1:3", "inputs", kind=kind) == graph.neighbours("t/block1:3", "inputs", kind=kind)
+    with pytest.raises((InvalidInput, NotFound)):
+        graph.neighbours("t/down:99", "inputs", kind=kind)
 
 
 # -- adjacency against numpy ---------------------------------------------------------------------------
