@@ -160,12 +160,13 @@ class Store(Closing):
         # every transaction of this store carries it, so cancel_running can find them on the server
         self.metadata = {"circuitatlas": uuid.uuid4().hex}
 
+    def _timeout(self, long: bool = False) -> float | None:
+        """This store's transaction timeout in seconds (``long``: batched deletes); None: none."""
+        return self.query_timeout * LONG_TIMEOUT_FACTOR if long and self.query_timeout else self.query_timeout
+
     def _query(self, text: str, long: bool = False) -> neo4j.Query:
         """``text`` with this store's transaction timeout (``long``: batched deletes) and tag."""
-        timeout = self.query_timeout
-        if timeout is not None and long:
-            timeout *= LONG_TIMEOUT_FACTOR
-        return neo4j.Query(text, timeout=timeout, metadata=self.metadata)
+        return neo4j.Query(text, timeout=self._timeout(long), metadata=self.metadata)
 
     def _unit(self, work: Callable) -> Callable:
         """``work`` as a managed transaction function with this store's timeout and tag."""
@@ -189,8 +190,7 @@ class Store(Closing):
 
     @contextlib.contextmanager
     def _guarded(self, long: bool = False) -> Iterator[None]:
-        timeout = self.query_timeout * (LONG_TIMEOUT_FACTOR if long else 1) if self.query_timeout else None
-        with translate_errors(self.uri), _timeout_as_query_error(timeout):
+        with translate_errors(self.uri), _timeout_as_query_error(self._timeout(long)):
             yield
 
     @property

@@ -27,6 +27,7 @@ from circuitatlas.ingest.ops import (
     NONLINEAR_METHODS,
     NONLINEAR_MODULES,
 )
+from circuitatlas.ingest.provenance import run_node
 
 __all__ = ["linearise", "expanded_kernels"]
 
@@ -120,7 +121,6 @@ def _run_from(gm: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], 
     input but not on src are zeros (the linearised map from src is what the gradient sees);
     constants (parameters such as a layer scale, and ops on them) are what they are."""
     env: dict[str, Any] = {}
-    modules = dict(gm.named_modules())
     batch = value.shape[0]
     varying: set[str] = set()
     for node in ordered:
@@ -136,22 +136,10 @@ def _run_from(gm: fx.GraphModule, ordered: list[fx.Node], downstream: set[str], 
                 raise IngestError(f"cannot isolate node {node.name} between layers")
             env[node.name] = torch.zeros(batch, *meta.shape[1:], dtype=value.dtype)
             continue
-        args = fx.node.map_arg(node.args, lambda n: env[n.name])
-        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n.name])
-        if node.op == "call_module":
-            env[node.name] = modules[node.target](*args, **kwargs)
-        elif node.op == "call_function":
-            env[node.name] = node.target(*args, **kwargs)
-        elif node.op == "call_method":
-            self_obj, *rest = args
-            env[node.name] = getattr(self_obj, node.target)(*rest, **kwargs)
-        elif node.op == "get_attr":
-            obj: Any = gm
-            for attr in str(node.target).split("."):
-                obj = getattr(obj, attr)
-            env[node.name] = obj
-        else:
+        if node.op not in ("call_module", "call_function", "call_method", "get_attr"):
             raise IngestError(f"cannot evaluate node {node.name} ({node.op})")
+        env[node.name] = run_node(gm, node, fx.node.map_arg(node.args, lambda n: env[n.name]),
+                                  fx.node.map_arg(node.kwargs, lambda n: env[n.name]))
     return env[ordered[-1].name]
 
 

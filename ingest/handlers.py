@@ -29,7 +29,7 @@ from circuitatlas.analysis.folding import batchnorm_scale, fold_batchnorm_weight
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest import ops
 from circuitatlas.ingest.graphtypes import WeightLayer
-from circuitatlas.ingest.provenance import Provenance, Step, Unsupported, from_ids, node_shape, register_op
+from circuitatlas.ingest.provenance import Provenance, Step, Unsupported, from_ids, node_shape, register_op, run_node
 
 if TYPE_CHECKING:
     from circuitatlas.ingest.tracestate import TraceState
@@ -69,19 +69,12 @@ def _value(state: "TraceState", value: Any, depth: int = 0) -> Any:
         return value
     if value.name in state.prov or value.op in ("placeholder", "output") or depth > 16:
         raise _NotConstant
-    if value.op == "get_attr":
-        obj: Any = state.root
-        for attr in str(value.target).split("."):
-            obj = getattr(obj, attr)
-        return obj.detach() if isinstance(obj, torch.Tensor) else obj
+    if value.op == "call_module":
+        raise _NotConstant
     args = fx.node.map_aggregate(value.args, lambda a: _value(state, a, depth + 1))
     kwargs = fx.node.map_aggregate(value.kwargs, lambda a: _value(state, a, depth + 1))
-    if value.op == "call_method":
-        self_obj, *rest = args
-        return getattr(self_obj, value.target)(*rest, **kwargs)
-    if value.op == "call_function":
-        return value.target(*args, **kwargs)
-    raise _NotConstant
+    found = run_node(state.root, value, args, kwargs)
+    return found.detach() if isinstance(found, torch.Tensor) else found
 
 
 def _value_or_none(state: "TraceState", value: Any) -> Any:
@@ -258,14 +251,8 @@ def _evaluate(state: "TraceState", step: Step) -> Any:
             raise Unsupported(f"{step.what} with a computed argument")
         return arg
 
-    args = fx.node.map_aggregate(step.node.args, swap)
-    kwargs = fx.node.map_aggregate(step.node.kwargs, swap)
-    if step.node.op == "call_method":
-        self_obj, *rest = args
-        return getattr(self_obj, step.node.target)(*rest, **kwargs)
-    if step.node.op == "call_module":
-        return step.module(*args, **kwargs)
-    return step.node.target(*args, **kwargs)
+    return run_node(state.root, step.node, fx.node.map_aggregate(step.node.args, swap),
+                    fx.node.map_aggregate(step.node.kwargs, swap))
 
 
 def _rearranged(state: "TraceState", step: Step) -> Provenance:

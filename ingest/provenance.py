@@ -21,7 +21,7 @@ result of a reshape back into one of the first two layouts when it is one.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 from torch import fx, nn
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from circuitatlas.ingest.tracestate import TraceState
 
 __all__ = ["Provenance", "Step", "Unsupported", "Handler", "register_op", "handler_for", "node_shape",
-           "from_ids", "MODULE_OPS", "FUNCTION_OPS", "METHOD_OPS"]
+           "run_node", "from_ids", "MODULE_OPS", "FUNCTION_OPS", "METHOD_OPS"]
 
 
 @dataclass
@@ -149,3 +149,21 @@ def node_shape(node: fx.Node) -> tuple[int, ...] | None:
     if meta is None or not hasattr(meta, "shape"):
         return None
     return tuple(int(d) for d in meta.shape)
+
+
+def run_node(root: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+    """What ``node`` computes from the given argument values: a parameter or buffer of ``root``
+    (``get_attr``), a function, a tensor method or a submodule called on them."""
+    if node.op == "get_attr":
+        obj: Any = root
+        for attr in str(node.target).split("."):
+            obj = getattr(obj, attr)
+        return obj
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    if node.op == "call_method":
+        self_obj, *rest = args
+        return getattr(self_obj, node.target)(*rest, **kwargs)
+    if node.op == "call_module":
+        return root.get_submodule(node.target)(*args, **kwargs)
+    raise ValueError(f"cannot evaluate node {node.name} ({node.op})")
