@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -10,10 +11,33 @@ from typing import Any, Callable
 from circuitatlas.errors import ConfigError
 from circuitatlas.localserver import LocalServer
 
+# Bolt only: the driver's http(s) schemes are a preview that needs aiohttp
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+# a word (a URI, with or without its scheme) up to its last "@": its userinfo, or what may be one
+_USERINFO = re.compile(r"((?:^|(?<=[\s'\"(]))(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^\s'\"]*@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the user and password of every URI in it masked: ``bolt://***@host:7687``
+    (it errs on the side of masking: whatever comes before an ``@`` in a word goes)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def check_uri(uri: str) -> None:
+    """ConfigError (the URI's userinfo masked) unless ``uri`` is a Bolt URI without user or password."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in URI_SCHEMES:
+        raise ConfigError(f"Neo4j URI {redact_uri(uri)!r} is not supported: use one of "
+                          f"{', '.join(s + '://' for s in URI_SCHEMES)}")
+    if "@" in rest:
+        raise ConfigError(f"Neo4j URI {redact_uri(uri)!r} holds a user or password: pass them with "
+                          "--user/--password or NEO4J_USER/NEO4J_PASSWORD")
+
 
 @dataclass(frozen=True)
 class Connection:
-    """Where and how to reach Neo4j. ``database=None`` means the server's default database."""
+    """Where and how to reach Neo4j. ``database=None`` means the server's default database.
+    The URI is checked when made (:func:`check_uri`): a Bolt scheme, no userinfo."""
 
     uri: str
     user: str
@@ -22,8 +46,12 @@ class Connection:
     origin: str  # "arguments", "environment" or "local server"
     state_dir: str | None = None  # the local server's state dir, when origin is "local server"
 
+    def __post_init__(self) -> None:
+        check_uri(self.uri)
+
     def __repr__(self) -> str:  # never print the password
-        return f"Connection(uri={self.uri!r}, user={self.user!r}, database={self.database!r}, origin={self.origin!r})"
+        return (f"Connection(uri={redact_uri(self.uri)!r}, user={self.user!r}, database={self.database!r}, "
+                f"origin={self.origin!r})")
 
 
 @dataclass(frozen=True)
@@ -66,8 +94,9 @@ def resolve_connection(settings: ConnectionSettings | None = None, **fields: str
             )
         return Connection(state.uri, user or state.user, password or state.password, database, "local server",
                           str(server.state_dir))
+    check_uri(uri)
     user = user or os.environ.get("NEO4J_USER") or "neo4j"
     password = password if password is not None else os.environ.get("NEO4J_PASSWORD")
     if password is None:
-        raise ConfigError(f"no password for {uri}: set NEO4J_PASSWORD or pass --password")
+        raise ConfigError(f"no password for {redact_uri(uri)}: set NEO4J_PASSWORD or pass --password")
     return Connection(uri, user, password, database, origin)

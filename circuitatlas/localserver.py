@@ -3,7 +3,19 @@
 The jars are fetched once with Maven into the user cache dir (:mod:`.neo4j_jars`); the server runs
 ``org.neo4j.server.CommunityEntryPoint`` on Java 17+ with every setting passed as
 ``-c key=value``, listening on 127.0.0.1 only. A state directory holds the store,
-the logs and ``state.json`` (mode 0600: password, pid, port, URI).
+the logs and ``state.json`` (password, pid, port, URI), all of it owner-only: directories 0700,
+files 0600 (Neo4j runs with umask 077; an older state dir is tightened at start).
+
+Transaction logs stay bounded: Neo4j prunes them only at a checkpoint, and its default policy
+(every 15 minutes or 100,000 transactions) let them reach 14 GB during an ingest of big batches.
+The server checkpoints by volume instead (``db.checkpoint=VOLUME``, Community has it: a checkpoint
+once 128 MiB of log has been written since the last, checked every second), and after each
+checkpoint keeps 2 rotated files of 64 MiB before it: about 128 MiB + 3 x 64 MiB, a few hundred MB
+at most, whatever the size or rate of the transactions.
+
+A state file that has lost the password the store was given is an error, never replaced by a
+new password (the store would refuse it); :meth:`LocalServer.reset_password` (``circuitatlas db
+reset-password``) sets a new one with auth disabled for a moment, and keeps the data.
 """
 
 from __future__ import annotations
@@ -14,11 +26,13 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from circuitatlas import paths
 from circuitatlas.errors import ConfigError, ServerError
@@ -56,6 +70,18 @@ _TX_LOG_SETTINGS = {  # the server's and neo4j-admin's (a bulk import writes the
     "db.tx_log.rotation.size": "64M",
     "db.tx_log.preallocate": "false",
 }
+# Logs are pruned only at checkpoints: checkpoint by log volume written (checked every second),
+# not by time or transaction count, so that big transactions cannot pile up gigabytes between two
+# (PERIODIC and VOLUME are Community's policies; db.checkpoint.interval.time/tx apply to PERIODIC only)
+_CHECKPOINT_SETTINGS = {
+    "db.checkpoint": "VOLUME",
+    "db.checkpoint.interval.volume": "128M",
+}
+_PRIVATE = 0o077  # group and other permission bits: none on anything in a state dir
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(24)
 
 
 @dataclass
@@ -65,8 +91,8 @@ class ServerState:
     format: int = STATE_FORMAT
     neo4j_version: str = NEO4J_VERSION
     user: str = USER
-    password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    password_set: bool = False
+    password: str = field(default_factory=_new_password)
+    password_set: bool = False  # the store has the password (until then it has Neo4j's initial one)
     pid: int | None = None
     port: int | None = None
     uri: str | None = None
@@ -86,6 +112,42 @@ class ServerStatus:
     version: str
     store_bytes: int
     log: str
+
+
+def _type_ok(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed) or float in allowed and isinstance(value, int)
+
+
+def _check_types(raw: dict[str, Any], source: Path) -> None:
+    """ConfigError when a field of a state file has the wrong JSON type (never shows a value)."""
+    for name, hint in typing.get_type_hints(ServerState).items():
+        allowed = typing.get_args(hint) or (hint,)
+        if name in raw and not _type_ok(raw[name], allowed):
+            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
+            raise ConfigError(f"{source} is corrupt ({name} should be {names}, not {type(raw[name]).__name__}); "
+                              "fix or move it away: the store beside it is kept")
+
+
+def _tighten(top: Path, keep: tuple[str, ...] = ()) -> None:
+    """Take group and other permissions away from ``top`` and everything under it but the
+    folders named in ``keep`` directly under it."""
+    for root, dirs, files in os.walk(top):
+        if Path(root) == top:
+            dirs[:] = [name for name in dirs if name not in keep]
+        for name in [root, *(os.path.join(root, entry) for entry in files)]:
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # gone meanwhile; not ours
+                mode = os.lstat(name).st_mode
+                if mode & _PRIVATE and not stat.S_ISLNK(mode):
+                    os.chmod(name, stat.S_IMODE(mode) & ~_PRIVATE)
+
+
+def _private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can use (created 0700, or tightened to it)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -122,7 +184,18 @@ class LocalServer:
         return self.home / "logs" / "console.log"
 
     def read_state(self) -> ServerState | None:
-        """The state file, None for a fresh directory; ConfigError for a foreign or corrupt one."""
+        """The state file, None for a fresh directory; ConfigError for a foreign or corrupt one,
+        and for one that has lost the password the store was given."""
+        state = self._load_state()
+        if state is not None and state.password_set and not state.password:
+            raise ConfigError(
+                f"{self.state_file} has lost the password of the store beside it; "
+                "`circuitatlas db reset-password` sets a new one and keeps the data"
+            )
+        return state
+
+    def _load_state(self) -> ServerState | None:
+        """:meth:`read_state` without the password check (for what mends or deletes the store)."""
         if not self.state_file.exists():
             ours = {".lock", "artifacts"}  # the lock, and analyses' images when the store lives elsewhere
             if self.state_dir.exists() and any(p.name not in ours for p in self.state_dir.iterdir()):
@@ -133,6 +206,13 @@ class LocalServer:
             return None
         try:
             raw = json.loads(self.state_file.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError(f"a JSON {type(raw).__name__}, not an object")
+            if raw.get("password", "") is None:
+                del raw["password"]  # null: as good as missing
+            _check_types(raw, self.state_file)
+            if not raw.get("password"):  # lost (refused by read_state), or none given to the store yet: a fresh one
+                raw["password"] = "" if raw.get("password_set") else _new_password()
             state = ServerState(**raw)
         except (ValueError, TypeError) as exc:
             raise ConfigError(
@@ -143,7 +223,7 @@ class LocalServer:
         return state
 
     def _write_state(self, state: ServerState) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.state_dir)
         tmp = self.state_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -195,40 +275,11 @@ class LocalServer:
     def _start_unlocked(self, port: int | None, heap: str, pagecache: str, timeout: float) -> ServerState:
         state = self.read_state() or ServerState()
         self._reset_after_interrupted_import()
-        java = find_java()
-        lib = self.jars.ensure()
         if port is None:
             port = DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port()
         elif not port_free(port):
             raise ServerError(f"port {port} on 127.0.0.1 is in use; pass another --port, or none to pick a free one")
-        for sub in ("data", "logs", "run", "plugins", "import"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
-        settings = {
-            "server.default_listen_address": "127.0.0.1",
-            "server.default_advertised_address": "127.0.0.1",
-            "server.bolt.listen_address": f"127.0.0.1:{port}",
-            "server.bolt.advertised_address": f"127.0.0.1:{port}",
-            "server.http.enabled": "false",
-            "server.https.enabled": "false",
-            "server.routing.listen_address": f"127.0.0.1:{free_port()}",
-            "dbms.routing.enabled": "false",
-            "dbms.security.auth_enabled": "true",
-            "dbms.usage_report.enabled": "false",
-            "server.memory.pagecache.size": pagecache,
-            "server.directories.data": str(self.home / "data"),
-            "server.directories.logs": str(self.home / "logs"),
-            "server.directories.run": str(self.home / "run"),
-            "server.directories.plugins": str(self.home / "plugins"),
-            "server.directories.import": str(self.home / "import"),
-            **_TX_LOG_SETTINGS,
-        }
-        cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
-               "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
-        for key, value in settings.items():
-            cmd += ["-c", f"{key}={value}"]
-        with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.home, start_new_session=True)
+        proc = self._launch(port, heap, pagecache)
         state.pid, state.port, state.uri = proc.pid, port, f"bolt://127.0.0.1:{port}"
         state.started_at, state.heap, state.pagecache = time.time(), heap, pagecache
         self._write_state(state)
@@ -241,22 +292,60 @@ class LocalServer:
             raise
         return state
 
-    def _wait_ready(self, state: ServerState, proc: subprocess.Popen, timeout: float) -> None:
-        from neo4j import GraphDatabase
-        from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
+    def _prepare_home(self) -> None:
+        """The state dir and Neo4j's folders, owner-only (an older state dir's are tightened)."""
+        _private_dir(self.state_dir)
+        for sub in ("data", "logs", "run", "plugins", "import"):
+            _private_dir(self.home / sub)
+        _tighten(self.state_dir, keep=("artifacts",))
 
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise ServerError(f"Neo4j exited with code {proc.returncode}: {_tail(self.log_file)}")
-            if time.monotonic() > deadline:
-                raise ServerError(f"Neo4j did not answer on {state.uri} within {timeout:.0f}s: {_tail(self.log_file)}")
-            if not port_open(state.port):
-                time.sleep(0.3)
-                continue
+    def _launch(self, port: int, heap: str, pagecache: str, auth: bool = True) -> subprocess.Popen:
+        """Start Neo4j's process on 127.0.0.1:port (``auth=False``: without authentication, for
+        :meth:`reset_password` only); returns at once."""
+        java = find_java()
+        lib = self.jars.ensure()
+        self._prepare_home()
+        settings = {
+            "server.default_listen_address": "127.0.0.1",
+            "server.default_advertised_address": "127.0.0.1",
+            "server.bolt.listen_address": f"127.0.0.1:{port}",
+            "server.bolt.advertised_address": f"127.0.0.1:{port}",
+            "server.http.enabled": "false",
+            "server.https.enabled": "false",
+            "server.routing.listen_address": f"127.0.0.1:{free_port()}",
+            "dbms.routing.enabled": "false",
+            "dbms.security.auth_enabled": "true" if auth else "false",
+            "dbms.usage_report.enabled": "false",
+            "server.memory.pagecache.size": pagecache,
+            "server.directories.data": str(self.home / "data"),
+            "server.directories.logs": str(self.home / "logs"),
+            "server.directories.run": str(self.home / "run"),
+            "server.directories.plugins": str(self.home / "plugins"),
+            "server.directories.import": str(self.home / "import"),
+            **_TX_LOG_SETTINGS,
+            **_CHECKPOINT_SETTINGS,
+        }
+        cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{lib}/*",
+               "org.neo4j.server.CommunityEntryPoint", f"--home-dir={self.home}"]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        with self._open_log("ab") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.home, start_new_session=True, umask=0o077)
+
+    def _open_log(self, mode: str) -> typing.IO[Any]:
+        """``console.log``, created 0600."""
+        _private_dir(self.log_file.parent)
+        return os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), mode)
+
+    def _wait_ready(self, state: ServerState, proc: subprocess.Popen, timeout: float) -> None:
+        """Wait until Bolt answers with the state's password (set first, on a new store)."""
+        from neo4j import GraphDatabase
+        from neo4j.exceptions import AuthError
+
+        def answered() -> bool:  # plain sessions, not execute_query: its retries would log noise while Neo4j boots
             password = state.password if state.password_set else _INITIAL_PASSWORD
             try:
-                # plain sessions, not execute_query: its retries would log noise while Neo4j boots
                 with GraphDatabase.driver(state.uri, auth=(state.user, password),
                                           notifications_min_severity="OFF") as driver:
                     if not state.password_set:
@@ -265,17 +354,38 @@ class LocalServer:
                                         old=_INITIAL_PASSWORD, new=state.password).consume()
                         state.password_set = True
                         self._write_state(state)
-                        continue
+                        return False
                     with driver.session() as session:
                         session.run("RETURN 1").consume()
-                    return
-            except (ServiceUnavailable, SessionExpired):
-                time.sleep(0.5)
+                    return True
             except AuthError:
                 raise ServerError(
                     f"the store in {self.home} rejects the password kept in {self.state_file}; "
-                    "was the state file replaced? (`circuitatlas db wipe` deletes the store)"
+                    "`circuitatlas db reset-password` sets a new one and keeps the data"
                 ) from None
+
+        self._until(proc, state.port, timeout, answered)
+
+    def _until(self, proc: subprocess.Popen, port: int | None, timeout: float, attempt: Callable[[], bool]) -> None:
+        """Call ``attempt`` until it returns True, retrying while Neo4j boots (Bolt not up yet,
+        database not available yet); ServerError when the process exits or time runs out."""
+        from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServerError(f"Neo4j exited with code {proc.returncode}: {_tail(self.log_file)}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"Neo4j did not answer on bolt://127.0.0.1:{port} within {timeout:.0f}s: "
+                                  f"{_tail(self.log_file)}")
+            if not port_open(port):
+                time.sleep(0.3)
+                continue
+            try:
+                if attempt():
+                    return
+            except (ServiceUnavailable, SessionExpired):
+                time.sleep(0.5)
             except Neo4jError as exc:
                 if exc.code and ".Transient" in exc.code or "DatabaseUnavailable" in str(exc.code):
                     time.sleep(0.5)
@@ -298,17 +408,69 @@ class LocalServer:
             os.kill(pid, signal.SIGKILL)
         return False
 
+    def _halt(self, pid: int, timeout: float) -> None:
+        """Stop our Neo4j process ``pid``; ServerError when it had to be killed."""
+        if not self._terminate(pid, timeout):
+            raise ServerError(f"Neo4j did not stop within {timeout:.0f}s and was killed: {_tail(self.log_file)}")
+
     def stop(self, timeout: float = 120.0) -> bool:
         """Shut the server down cleanly (SIGTERM, then wait). False when it was not running."""
         state = self.running_state()
         if state is None or state.pid is None:
             return False
-        clean = self._terminate(state.pid, timeout)
-        state.pid = state.uri = None
-        self._write_state(state)
-        if not clean:
-            raise ServerError(f"Neo4j did not stop within {timeout:.0f}s and was killed: {_tail(self.log_file)}")
+        try:
+            self._halt(state.pid, timeout)
+        finally:
+            state.pid = state.uri = None
+            self._write_state(state)
         return True
+
+    def reset_password(self, timeout: float = 180.0) -> ServerState:
+        """Give the store a new password and keep its data, then start the server: what to do
+        when the state file has lost the password (or holds one the store does not have).
+
+        The server is stopped if it runs, started once with auth disabled (on 127.0.0.1 only, on
+        a free port) to run ``ALTER USER``, stopped; only then is the new password written to
+        the state file, and the server started as usual. Returns the running server's state.
+        """
+        with file_lock(self.state_dir / ".lock"):
+            state = self._load_state()
+            if state is None or not (self.home / "data").exists():
+                raise ConfigError(f"no local Neo4j store in {self.state_dir} yet; `circuitatlas db start` makes one")
+            if state.pid is not None and self._owns(state.pid):
+                self._halt(state.pid, 120.0)
+            state.uri = None
+            password = _new_password()
+            self._set_password_without_auth(state, password, timeout)
+            state.pid, state.password, state.password_set = None, password, True
+            self._write_state(state)
+            port = state.port if state.port and port_free(state.port) else None
+            return self._start_unlocked(port, state.heap, state.pagecache, timeout)
+
+    def _set_password_without_auth(self, state: ServerState, password: str, timeout: float) -> None:
+        """Start the store with auth disabled, give ``state.user`` the password, stop it. The
+        state file names that process while it runs (its password unchanged), so that an
+        interrupted reset leaves nothing running that ``db stop`` or another reset cannot find."""
+        from neo4j import GraphDatabase
+
+        port = free_port()
+        proc = self._launch(port, state.heap, state.pagecache, auth=False)
+        state.pid = proc.pid
+        self._write_state(state)
+
+        def altered() -> bool:
+            with GraphDatabase.driver(f"bolt://127.0.0.1:{port}", auth=None, notifications_min_severity="OFF"
+                                      ) as driver, driver.session(database="system") as session:
+                session.run("ALTER USER $user SET PASSWORD $password CHANGE NOT REQUIRED",
+                            user=state.user, password=password).consume()
+            return True
+
+        try:
+            self._until(proc, port, timeout, altered)
+        except BaseException:
+            self._terminate(proc.pid, 30.0)
+            raise
+        self._halt(proc.pid, 120.0)
 
     # -- offline admin work (bulk import) ------------------------------------------------------
     @property
@@ -337,15 +499,18 @@ class LocalServer:
 
     def run_admin(self, args: list[str], heap: str = "1g") -> subprocess.CompletedProcess:
         """Run ``neo4j-admin ARGS`` against this server's store (the server must be stopped)."""
-        conf = self.home / "admin-conf"
-        conf.mkdir(parents=True, exist_ok=True)
+        self._prepare_home()
+        conf = _private_dir(self.home / "admin-conf")
         settings = {"server.directories.data": self.home / "data", "server.directories.logs": self.home / "logs",
                     **_TX_LOG_SETTINGS}
-        (conf / "neo4j.conf").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        fd = os.open(conf / "neo4j.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(f"{key}={value}\n" for key, value in settings.items()))
         env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf)}
         cmd = [find_java(), f"-Xmx{heap}", *_JVM_FLAGS, "-cp", f"{self.jars.ensure()}/*",
                "org.neo4j.cli.AdminTool", *args]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.home)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.home,
+                              umask=0o077)
 
     def _reset_after_interrupted_import(self) -> None:
         """An offline import runs only into an empty database and leaves a marker until it
@@ -354,8 +519,7 @@ class LocalServer:
             return
         for sub in ("databases", "transactions"):
             shutil.rmtree(self.home / "data" / sub / "neo4j", ignore_errors=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "a") as log:
+        with self._open_log("a") as log:
             log.write(f"circuitatlas: an offline import did not finish ({self.import_marker.read_text().strip()}); "
                       "the database was reset to empty, as it was before the import\n")
         self.import_marker.unlink()
@@ -374,9 +538,11 @@ class LocalServer:
         )
 
     def wipe(self) -> None:
-        """Stop the server and delete its store and logs; the next start makes a fresh store."""
-        self.stop()
-        state = self.read_state()
+        """Stop the server and delete its store and logs; the next start makes a fresh store.
+        Works on a state file that has lost its password too (the store goes anyway)."""
+        state = self._load_state()
+        if state is not None and state.pid is not None and self._owns(state.pid):
+            self._halt(state.pid, 120.0)
         shutil.rmtree(self.home, ignore_errors=True)
         self.import_marker.unlink(missing_ok=True)
         if state is not None:

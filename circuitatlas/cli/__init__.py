@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from circuitatlas import paths
 from circuitatlas.cli import analyses, db, models, motifs, query, querying
 from circuitatlas.cli.context import CliContext, ProjectErrors
 
@@ -27,6 +28,7 @@ __all__ = ["main"]
 def main(ctx: click.Context, **options: Any) -> None:
     """circuitatlas: circuits of trained CNNs as a Neo4j graph."""
     ctx.obj = CliContext(ctx, **options)
+    ctx.with_resource(paths.state_dir_as(options["state_dir"]))  # --state-dir moves the artifacts too
 
 
 # every command, registered here and nowhere else

@@ -9,6 +9,7 @@ import click
 
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, human_bytes
+from circuitatlas.cli.ranges import FiniteRange
 from circuitatlas.localserver import DEFAULT_HEAP, DEFAULT_PAGECACHE
 
 
@@ -18,11 +19,13 @@ def db() -> None:
 
 
 @db.command("start")
-@click.option("--port", type=int, envvar="CIRCUITATLAS_NEO4J_PORT", help="Bolt port (default 7687, or a free one).")
+@click.option("--port", type=click.IntRange(1, 65535), envvar="CIRCUITATLAS_NEO4J_PORT",
+              help="Bolt port (default 7687, or a free one).")
 @click.option("--heap", default=DEFAULT_HEAP, envvar="CIRCUITATLAS_NEO4J_HEAP", show_default=True, help="JVM heap.")
 @click.option("--pagecache", default=DEFAULT_PAGECACHE, envvar="CIRCUITATLAS_NEO4J_PAGECACHE", show_default=True,
               help="Neo4j page cache.")
-@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until Bolt answers.")
+@click.option("--timeout", default=180.0, type=FiniteRange(min=1.0), show_default=True,
+              help="Seconds to wait until Bolt answers.")
 @click.pass_obj
 def db_start(obj: CliContext, port: int | None, heap: str, pagecache: str, timeout: float) -> None:
     """Start the local Neo4j (fetching its jars with Maven the first time)."""
@@ -57,6 +60,17 @@ def db_status(obj: CliContext, as_json: bool) -> None:
     where = f" on {status.uri} (pid {status.pid})" if status.running else ""
     click.echo(f"Neo4j {status.version} {state}{where}")
     click.echo(f"state dir: {status.state_dir}, store {human_bytes(status.store_bytes)}")
+
+
+@db.command("reset-password")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for each start of Neo4j.")
+@click.pass_obj
+def db_reset_password(obj: CliContext, timeout: float) -> None:
+    """Give the local store a new password, keeping its data, and start it."""
+    server = obj.server
+    click.echo("restarting Neo4j with auth disabled (127.0.0.1 only) to set a new password...", err=True)
+    state = server.reset_password(timeout=timeout)
+    click.echo(f"new password kept in {server.state_file}; Neo4j running on {state.uri}")
 
 
 @db.command("wipe")
