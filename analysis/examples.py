@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from circuitatlas import checks
 from circuitatlas.analysis.tuning import layer_activations, receptive_field
 from circuitatlas.errors import InvalidInput
 
@@ -53,6 +54,7 @@ def top_examples(
 ) -> dict[int, list[Example]]:
     """The ``k`` images (N, H, W, 3) that excite each channel most (maximum over positions),
     each cropped to the receptive field around the winning position."""
+    k, batch = checks.whole("k", k, 1), checks.whole("batch", batch, 1)
     model = model.eval()
     size = images.shape[1]
     field = receptive_field(model, layer, size)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from circuitatlas import checks
+
 __all__ = ["ToyModels", "train_toy_models", "dimensions_per_feature", "feature_dimensionality", "sparsity_sweep",
            "fraction_counts", "two_feature_phases", "summary", "PhaseDiagram", "plot_sweep", "plot_phases", "FRACTIONS"]
 
@@ -55,6 +57,9 @@ def train_toy_models(
 ) -> ToyModels:
     """Train one toy model per entry of ``density`` (with ``importance`` (n,) shared, or
     (instances, n) per model; default uniform), all at once. Seeded and CPU-friendly."""
+    n_features, n_hidden = checks.whole("n_features", n_features, 1), checks.whole("n_hidden", n_hidden, 1)
+    steps, batch = checks.whole("steps", steps, 1), checks.whole("batch", batch, 1)
+    lr, seed = checks.real("lr", lr, 0.0, above=True), checks.whole("seed", seed, 0)
     generator = torch.Generator().manual_seed(seed)
     density_t = torch.as_tensor(np.asarray(density, dtype=np.float32))
     k = len(density_t)
@@ -118,6 +123,9 @@ def sparsity_sweep(n_features: int = 200, n_hidden: int = 20, n_densities: int =
                    steps: int = 4000, batch: int = 512, seed: int = 0, importance_decay: float = 1.0) -> SweepResult:
     """Models at log-spaced densities from 1 down to ``min_density`` (importance_i =
     ``importance_decay``**i; 1.0 is uniform, as in the paper's feature-dimensionality study)."""
+    n_densities = checks.whole("n_densities", n_densities, 1)
+    min_density = checks.real("min_density", min_density, 0.0, 1.0, above=True)
+    importance_decay = checks.real("importance_decay", importance_decay, 0.0, above=True)
     density = np.geomspace(1.0, min_density, n_densities)
     importance = importance_decay ** np.arange(n_features)
     models = train_toy_models(n_features, n_hidden, density, importance, steps=steps, batch=batch, seed=seed)

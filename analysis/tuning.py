@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from circuitatlas import checks
 from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["TuningResult", "ReceptiveField", "layer_activations", "receptive_field", "radial_tuning",
-           "curvature_tuning", "circular_mean"]
+           "curvature_tuning", "circular_mean", "checked_stimulus_params"]
+
+_POSITIVE = ("radius", "width", "length", "span", "frequency")  # stimulus sizes: a NaN or 0 draws nothing
 
 
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, grad: bool = False) -> torch.Tensor:
@@ -124,6 +127,13 @@ def _responses(model, layer, images: np.ndarray, channels, at, max_over_position
     return np.concatenate(out)
 
 
+def checked_stimulus_params(params: dict) -> dict:
+    """``params`` with each stimulus size among them (``radius``, ``width``...) a positive, finite
+    number; InvalidInput otherwise."""
+    return {key: checks.real(key, value, 0.0, above=True) if key in _POSITIVE and value is not None else value
+            for key, value in params.items()}
+
+
 def radial_tuning(
     model: nn.Module,
     layer: str,
@@ -143,6 +153,8 @@ def radial_tuning(
 
     ``normalize=(mean, std)`` is applied to the images first (ImageNet models want it).
     """
+    n_angles = checks.whole("n_angles", n_angles, 2)
+    stimulus_params = checked_stimulus_params(stimulus_params)
     model = model.eval()
     device = _device(device, model)
     field = receptive_field(model, layer, size, device)

@@ -15,14 +15,17 @@ from PIL import Image
 from circuitatlas import paths
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["inside", "content_key", "render_paths", "save_render", "load_render", "contact_sheet_path",
-           "save_contact_sheet", "save_example_crops"]
+__all__ = ["inside", "content_key", "render_paths", "save_render", "load_render", "image_problem",
+           "contact_sheet_path", "save_contact_sheet", "save_example_crops"]
+
+_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # what Pillow raises on bad files
 
 
 def inside(*parts: str, root: Path | None = None) -> Path:
     """``root / parts...`` (default root: the artifacts folder), refused with InvalidInput when it
-    resolves outside the root (a model id or layer name such as ``../../x`` or ``/tmp/x``)."""
-    base = root or paths.artifacts_dir()
+    resolves outside the root (a model id or layer name such as ``../../x`` or ``/tmp/x``). The
+    artifacts folder is created owner-only (0700) when missing."""
+    base = root or paths.private_dir(paths.artifacts_dir())
     path = base.joinpath(*parts)
     real_base, real = base.resolve(), path.resolve()
     if real != real_base and real_base not in real.parents:
@@ -51,11 +54,41 @@ def save_render(key: str, image: np.ndarray, sidecar: dict[str, Any]) -> Path:
 
 
 def load_render(key: str) -> tuple[Path, dict[str, Any]] | None:
-    """``(png, sidecar)`` of an earlier render with this key, or None."""
+    """``(png, sidecar)`` of an earlier render with this key, or None (also when the PNG is not an
+    image or the sidecar holds no activation: such a render is made again)."""
     png, side = render_paths(key)
-    if not (png.exists() and side.exists()):
+    if not (png.is_file() and side.is_file()) or image_problem(png) is not None:
         return None
-    return png, json.loads(side.read_text())
+    try:
+        sidecar = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("activation"), (int, float)):
+        return None
+    return png, sidecar
+
+
+def image_problem(path: Any) -> str | None:
+    """Why ``path``, an image path read back from the graph, cannot be used: it resolves outside
+    the artifacts folder (a stale or foreign path), is no file, or does not open as an image;
+    None when it can be used."""
+    base = paths.artifacts_dir()
+    if not isinstance(path, (str, Path)) or not str(path):
+        return f"{path!r} is not a file path"
+    try:
+        real, real_base = base.joinpath(path).resolve(), base.resolve()
+    except (ValueError, OSError):  # a NUL byte, a symlink loop
+        return f"{path!r} is not a file path"
+    if real_base not in real.parents:
+        return f"{path} is outside the artifacts folder {base}"
+    if not real.is_file():
+        return f"{path} does not exist"
+    try:
+        with Image.open(real) as image:
+            image.verify()
+    except _UNREADABLE:
+        return f"{path} is not an image"
+    return None
 
 
 def contact_sheet_path(model: str, layer: str) -> Path:

@@ -5,6 +5,8 @@ The registry in :mod:`circuitatlas.ingest.sources` calls these; each returns a `
 from __future__ import annotations
 
 import difflib
+import importlib
+import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -144,6 +146,37 @@ def _check_state_dict(state: dict[str, torch.Tensor], module: nn.Module, arch: s
         raise IngestError(f"checkpoint lacks {missing[0]!r} (and {len(missing) - 1} more) that {arch} needs")
 
 
+def _unpickle(path: Path) -> Any:
+    """The object pickled in ``path``; IngestError naming the class when one cannot be imported
+    here (its module gone or renamed since the file was saved)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as exc:
+        missing = _missing_global(path) or str(exc).splitlines()[0]
+        raise IngestError(f"{path} pickles {missing}, which cannot be imported here; make its module importable "
+                          "or save a state_dict and pass --arch") from None
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as exc:
+        raise IngestError(f"cannot unpickle {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+
+
+def _missing_global(path: Path) -> str | None:
+    """The first class or function the pickle in ``path`` names that cannot be imported, or None."""
+    lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
+    try:
+        listed = lister(path) if lister is not None else []
+    except (RuntimeError, ValueError, pickle.UnpicklingError):
+        return None
+    for name in listed:
+        module, _, attribute = name.rpartition(".")
+        try:
+            found: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError, ValueError):
+            return name
+    return None
+
+
 def load_checkpoint(path: Path, arch: str | None, trust_pickle: bool, build_arch: Callable[[str], nn.Module],
                     adapt_state: Callable[[dict], dict] | None = None) -> LoadedModel:
     """A checkpoint file: a state dict for architecture ``arch`` (built by ``build_arch``; its keys
@@ -165,7 +198,7 @@ def load_checkpoint(path: Path, arch: str | None, trust_pickle: bool, build_arch
                 f"{path} is a pickled module; unpickling runs code from the file, so pass --trust-pickle "
                 "only if you trust it (or save a state_dict and pass --arch)"
             )
-        module = torch.load(path, map_location="cpu", weights_only=False)
+        module = _unpickle(path)
         if not isinstance(module, nn.Module):
             raise IngestError(f"{path} holds a {type(module).__name__}, not an nn.Module")
         return LoadedModel(module, type(module).__name__, "checkpoint", str(path))

@@ -17,6 +17,7 @@ from circuitatlas import names
 from circuitatlas.errors import InvalidInput, NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.queries.models import layer_info, model_meta
+from circuitatlas.queries.patterns import validate
 from circuitatlas.store import Store
 
 __all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "alias_free_uid", "resolve_pattern"]
@@ -87,11 +88,13 @@ def alias_free_uid(store: Store, uid: str) -> str:
 def resolve_pattern(store: Store, model: str, pattern: dict | str) -> dict | str:
     """A search pattern with the ``layer`` of each of its nodes that is an alias replaced by its
     canonical name; other names stay as they are (a pattern filters on ``Neuron.layer``, and an
-    unknown layer matches nothing, as before aliases); a pattern name as it is."""
-    if not isinstance(pattern, dict) or not isinstance(pattern.get("nodes"), dict):
+    unknown layer matches nothing, as before aliases); a pattern name as it is. A malformed
+    pattern is refused first (InvalidInput), before any of it is sent."""
+    if not isinstance(pattern, dict):
         return pattern
+    validate(pattern)
     resolved = copy.deepcopy(pattern)
     for spec in resolved["nodes"].values():
-        if isinstance(spec, dict) and spec.get("layer") is not None:
+        if spec.get("layer") is not None:
             spec["layer"] = _alias_of(store, model, spec["layer"]) or spec["layer"]
     return resolved

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from circuitatlas import names
+from circuitatlas import checks, names
 from circuitatlas.errors import InvalidInput, NotFound, QueryError
 from circuitatlas.queries import aliases, cypher
 from circuitatlas.queries.criteria import Units, UnitsLike, as_units, is_pattern, where
@@ -76,6 +76,9 @@ class _Budget:
     timeout: float | None
     began: float = field(default_factory=time.monotonic)
 
+    def __post_init__(self) -> None:
+        self.timeout = checks.seconds("timeout", self.timeout)
+
     def read(self, store: Store, query: str, **params: Any) -> list[dict[str, Any]]:
         left = None
         if self.timeout is not None:
@@ -95,10 +98,8 @@ def _unit(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row.get(key) for key in UNIT_FIELDS}
 
 
-def _check_limit(limit: int) -> int:
-    if int(limit) < 1:
-        raise InvalidInput(f"limit must be at least 1, got {limit}")
-    return int(limit)
+def _check_limit(limit: int, name: str = "limit") -> int:
+    return checks.whole(name, limit, 1)
 
 
 def _capped(rows: list, limit: int, what: str) -> tuple[list, bool]:
@@ -116,10 +117,10 @@ def _sign(sign: str | None) -> int:
 
 
 def _fraction(name: str, value: float) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise InvalidInput(f"{name} is a fraction of the strongest edge, between 0 and 1, not {value}")
-    return value
+    try:
+        return checks.fraction(name, value)
+    except InvalidInput:
+        raise InvalidInput(f"{name} is a fraction of the strongest edge, between 0 and 1, not {value!r}") from None
 
 
 def resolve_kind(store: Store, uids: Iterable[str], kind: str, direction: str = "in") -> str:
@@ -187,8 +188,8 @@ def adjacency(store: Store, sources: UnitsLike, targets: UnitsLike, kind: str = 
     target_text, target_params = where(_canonical(store, targets), "b", "t")
     budget = _Budget(timeout)
     rows = budget.read(store, cypher.adjacency_query(rel, source_text, target_text, kernels),
-                       min_rel=_fraction("min_rel", min_rel), min_abs=float(min_abs), sign=_sign(sign),
-                       limit=limit + 1, **source_params, **target_params)
+                       min_rel=_fraction("min_rel", min_rel), min_abs=checks.real("min_abs", min_abs, 0.0),
+                       sign=_sign(sign), limit=limit + 1, **source_params, **target_params)
     edges, truncated = _capped(rows, limit, "adjacency")
     if kernels:
         for edge in edges:
@@ -223,11 +224,10 @@ def _common(store: Store, selected: UnitsLike, side: str, min_rel: float, kind: 
             min_shared: int | None, limit: int, timeout: float | None) -> list[dict[str, Any]]:
     rel = names.rel_type(kind)
     limit = _check_limit(limit)
-    if min_shared is not None and int(min_shared) < 1:
-        raise InvalidInput(f"min_shared must be at least 1, got {min_shared}")
+    min_shared = None if min_shared is None else checks.whole("min_shared", min_shared, 1)
     text, params = where(_canonical(store, selected), "u", "u")
     rows = _Budget(timeout).read(store, cypher.common_query(rel, text, side), min_rel=_fraction("min_rel", min_rel),
-                                 sign=_sign(sign), min_shared=None if min_shared is None else int(min_shared),
+                                 sign=_sign(sign), min_shared=min_shared,
                                  limit=limit + 1, **params)
     column = "rel_in" if side == "inputs" else "rel_out"
     table = [{**_unit(row["unit"]), "shared": len(row["links"]), "strength": row["strength"],
@@ -251,7 +251,7 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
     if by not in SIMILARITY:
         raise InvalidInput(f"by must be one of {', '.join(SIMILARITY)}, not {by!r}")
     uid = _uid(store, unit)
-    k = _check_limit(k)
+    k = _check_limit(k, "k")
     side, kernels = SIMILARITY[by]
     kind = resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out")
     rel = names.rel_type(kind)
@@ -282,7 +282,7 @@ def neighbours(store: Store, unit: str, side: str = "inputs", k: int | None = 10
     ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned). One indexed query."""
     if side not in NEIGHBOUR_SIDES:
         raise InvalidInput(f"side must be one of {', '.join(NEIGHBOUR_SIDES)}, not {side!r}")
-    params = {"limit": _check_limit(k) if k is not None else 2**31 - 1, "min_rel": _fraction("min_rel", min_rel),
+    params = {"limit": _check_limit(k, "k") if k is not None else 2**31 - 1, "min_rel": _fraction("min_rel", min_rel),
               "sign": _sign(sign)}
     budget = _Budget(timeout)
     if isinstance(unit, str) and kind != "auto":  # one round trip when the uid is canonical and has partners

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Iterable
 
-from circuitatlas import names
+from circuitatlas import checks, names
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["Units", "UnitsLike", "as_units", "where", "glob_regex", "is_pattern"]
@@ -78,12 +78,14 @@ class Units:
                 lo, hi = (float(x) for x in self.orientation)
             except (TypeError, ValueError):
                 raise InvalidInput(f"orientation is a (lo, hi) range in degrees, not {self.orientation!r}") from None
-            object.__setattr__(self, "orientation", (lo, hi))
+            object.__setattr__(self, "orientation", (checks.real("orientation", lo), checks.real("orientation", hi)))
         if self.min_selectivity is not None:
             try:
-                object.__setattr__(self, "min_selectivity", float(self.min_selectivity))
+                selectivity = float(self.min_selectivity)
             except (TypeError, ValueError):
                 raise InvalidInput(f"min_selectivity is a number, not {self.min_selectivity!r}") from None
+            # a vector strength: the range of the CLI's --min-selectivity
+            object.__setattr__(self, "min_selectivity", checks.real("min_selectivity", selectivity, 0.0, 1.0))
         for key in self.annotated:
             if not _IDENTIFIER.fullmatch(key):
                 raise InvalidInput(f"annotations are neuron property names, not {key!r}")

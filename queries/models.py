@@ -67,11 +67,14 @@ def featurevis_keys(store: Store, model: str, layer: str) -> dict[int, str | Non
     return {row["c"]: row["k"] for row in store.read(cypher.FEATUREVIS_KEYS, model=model, layer=layer)}
 
 
-def featurevis_paths(store: Store, model: str, layer: str) -> list[str]:
-    """The linked feature-visualisation PNGs of a layer, by channel."""
-    return [row["path"] for row in store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)]
+def featurevis_paths(store: Store, model: str, layer: str) -> dict[int, str]:
+    """channel -> the feature-visualisation PNG linked to that neuron (as stored: check it before
+    use), for the neurons of a layer that have one, by channel."""
+    return {row["c"]: row["path"] for row in store.read(cypher.FEATUREVIS_PATHS, model=model, layer=layer)}
 
 
 def list_motifs(store: Store, model: str) -> list[dict[str, Any]]:
-    """Stored motifs of a model with members, roles, scores and p-values."""
+    """Stored motifs of a model with members, roles, scores and p-values; NotFound for an unknown id
+    (a model without motifs has none: an empty list)."""
+    model_meta(store, model)
     return store.read(cypher.LIST_MOTIFS, model=model)

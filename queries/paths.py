@@ -10,7 +10,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from circuitatlas import names
+from circuitatlas import checks, names
 from circuitatlas.errors import InvalidInput, NotFound, QueryError
 from circuitatlas.queries import cypher
 from circuitatlas.queries.connectivity import (
@@ -44,23 +44,21 @@ def circuit(store: Store, target: str, depth: int = 2, min_rel: float = 0.3, kin
     excitatory or inhibitory inputs only. At most ``limit`` edges (strongest first within a
     step; :class:`Truncated` warns when cut). One query per step back.
     """
+    depth, min_rel, limit = checks.whole("depth", depth, 1), _fraction("min_rel", min_rel), _check_limit(limit)
     uid = _uid(store, target)
-    if int(depth) < 1:
-        raise InvalidInput(f"depth must be at least 1, got {depth}")
-    limit = _check_limit(limit)
     kind = resolve_kind(store, [uid], kind)
     rel = names.rel_type(kind)
     budget = _Budget(timeout)
     found = budget.read(store, cypher.UNITS_PROPERTIES, uids=[uid])
     if not found:
         raise NotFound(f"no neuron {uid!r} in the graph")
-    g = nx.DiGraph(target=uid, kind=kind, depth=int(depth), min_rel=float(min_rel))
+    g = nx.DiGraph(target=uid, kind=kind, depth=depth, min_rel=min_rel)
     g.add_node(uid, **found[0]["props"], depth=0)
     frontier = [uid]
-    for step in range(1, int(depth) + 1):
+    for step in range(1, depth + 1):
         left = limit - g.number_of_edges()
         rows = budget.read(store, cypher.circuit_step(rel, kernels), uids=frontier,
-                           min_rel=_fraction("min_rel", min_rel), sign=_sign(sign), limit=left + 1)
+                           min_rel=min_rel, sign=_sign(sign), limit=left + 1)
         edges = [(a, row["target"], row["b_in"], stats, row["kernels"][i] if kernels else None)
                  for row in rows for i, (a, stats) in enumerate(zip(row["sources"], row["stats"]))]
         if len(edges) > left:
@@ -102,15 +100,15 @@ def paths(store: Store, source: str, target: str, max_len: int = 3, k: int = 10,
     Rows, strongest first: ``length``, ``units`` (uids from source to target), ``sum`` and
     ``rel_in`` (per edge) and ``strength``.
     """
+    max_len, min_len = checks.whole("max_len", max_len, 1), checks.whole("min_len", min_len, 1)
+    k, limit, min_rel = _check_limit(k, "k"), _check_limit(limit), _fraction("min_rel", min_rel)
+    if not min_len <= max_len:
+        raise InvalidInput(f"path lengths must satisfy 1 <= min_len <= max_len, got {min_len} and {max_len}")
+    if weight not in PATH_WEIGHTS:
+        raise InvalidInput(f"weight must be one of {', '.join(PATH_WEIGHTS)}, not {weight!r}")
     source, target = _uid(store, source), _uid(store, target)
     if source == target:
         raise InvalidInput("source and target are the same unit")
-    if weight not in PATH_WEIGHTS:
-        raise InvalidInput(f"weight must be one of {', '.join(PATH_WEIGHTS)}, not {weight!r}")
-    max_len, min_len, k, limit = int(max_len), int(min_len), _check_limit(k), _check_limit(limit)
-    if not 1 <= min_len <= max_len:
-        raise InvalidInput(f"path lengths must satisfy 1 <= min_len <= max_len, got {min_len} and {max_len}")
-    min_rel = _fraction("min_rel", min_rel)
     kind = "direct" if kind == "auto" and (resolve_kind(store, [source], kind, "out") == "direct" or resolve_kind(
         store, [target], kind, "in") == "direct") else resolve_kind(store, [source], kind, "out")
     rel = names.rel_type(kind)

@@ -27,8 +27,10 @@ from typing import Any
 
 import networkx as nx
 
+from circuitatlas import checks
 from circuitatlas.errors import InvalidInput, QueryError
 from circuitatlas.names import rel_type
+from circuitatlas.queries.models import model_meta
 from circuitatlas.store import Store
 
 __all__ = ["compile_pattern", "search", "count_matches", "match_networkx", "PATTERNS", "validate", "SEARCH_TIMEOUT"]
@@ -57,19 +59,54 @@ PATTERNS: dict[str, dict] = {
 }
 
 
+_NODE_KEYS = {"layer"}
+_EDGE_KEYS = {"src", "dst", "sign", "min", "relative"}
+
+
 def validate(pattern: dict) -> None:
-    nodes = pattern.get("nodes")
-    edges = pattern.get("edges")
-    if not isinstance(nodes, dict) or not nodes or not isinstance(edges, list):
-        raise InvalidInput("a pattern needs 'nodes' (a non-empty dict) and 'edges' (a list)")
-    for name in nodes:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,30}", str(name)):
-            raise InvalidInput(f"pattern node names are identifiers (letters, digits, _), not {name!r}")
-    for edge in edges:
-        if edge.get("src") not in nodes or edge.get("dst") not in nodes:
-            raise InvalidInput(f"edge {edge} names a node that the pattern does not have")
-        if edge.get("sign", "+") not in ("+", "-"):
-            raise InvalidInput(f"edge sign must be '+' or '-', got {edge.get('sign')!r}")
+    """InvalidInput saying what is wrong when ``pattern`` is not a pattern as the module describes."""
+    if not isinstance(pattern, dict):
+        raise InvalidInput(f"a pattern is a dict with 'nodes' and 'edges', not {type(pattern).__name__}")
+    extra = set(pattern) - {"nodes", "edges"}
+    nodes, edges = pattern.get("nodes"), pattern.get("edges")
+    if extra or not isinstance(nodes, dict) or not nodes or not isinstance(edges, list):
+        raise InvalidInput("a pattern needs 'nodes' (a non-empty dict) and 'edges' (a list), and nothing else"
+                           + (f"; it has {sorted(map(str, extra))}" if extra else ""))
+    for name, spec in nodes.items():
+        _check_node(name, spec)
+    for i, edge in enumerate(edges):
+        _check_edge(i, edge, nodes)
+
+
+def _check_node(name: Any, spec: Any) -> None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,30}", name):
+        raise InvalidInput(f"pattern node names are identifiers (letters, digits, _), not {name!r}")
+    if not isinstance(spec, dict):
+        raise InvalidInput(f"pattern node {name!r} must be a dict such as {{\"layer\": \"mid\"}} or {{}}, not {spec!r}")
+    if set(spec) - _NODE_KEYS:
+        raise InvalidInput(f"pattern node {name!r} has unknown keys {sorted(map(str, set(spec) - _NODE_KEYS))}; "
+                           "a node may only name its 'layer'")
+    if spec.get("layer") is not None and not isinstance(spec["layer"], str):
+        raise InvalidInput(f"the layer of pattern node {name!r} must be a layer name, not {spec['layer']!r}")
+
+
+def _check_edge(i: int, edge: Any, nodes: dict) -> None:
+    if not isinstance(edge, dict):
+        raise InvalidInput(f"pattern edge {i} must be a dict such as {{\"src\": \"a\", \"dst\": \"b\"}}, "
+                           f"not {edge!r}")
+    if set(edge) - _EDGE_KEYS:
+        raise InvalidInput(f"pattern edge {i} has unknown keys {sorted(map(str, set(edge) - _EDGE_KEYS))}; "
+                           f"known: {', '.join(sorted(_EDGE_KEYS))}")
+    for end in ("src", "dst"):
+        if not isinstance(edge.get(end), str) or edge[end] not in nodes:
+            raise InvalidInput(f"pattern edge {i}: {end} {edge.get(end)!r} is not a node of the pattern")
+    if edge.get("sign", "+") not in ("+", "-"):
+        raise InvalidInput(f"pattern edge {i}: sign must be '+' or '-', not {edge.get('sign')!r}")
+    if not isinstance(edge.get("relative", False), bool):
+        raise InvalidInput(f"pattern edge {i}: relative must be true or false, not {edge['relative']!r}")
+    if edge.get("min") is not None:
+        high = 1.0 if edge.get("relative") else None  # a relative bound is a fraction of the strongest input
+        checks.real(f"pattern edge {i}: min", edge["min"], 0.0, high)
 
 
 def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | None = None,
@@ -151,8 +188,7 @@ def search(store: Store, pattern: dict | str, model: str, kind: str = "direct", 
     """Matches of ``pattern`` (a dict or a name in :data:`PATTERNS`) in ``model``: every one, or
     the first ``limit``; neurons of ``layers`` only where the pattern names no layer. Ends with a
     one-line :class:`QueryError` after ``timeout`` seconds (None: the server's own limit)."""
-    if limit is not None and int(limit) < 1:
-        raise InvalidInput(f"limit must be at least 1, got {limit}")
+    limit = None if limit is None else checks.whole("limit", limit, 1)
     query, params = compile_pattern(_shipped(pattern), kind, layers, limit)
     return [row["m"] for row in _run(store, query, timeout, model=model, **params)]
 
@@ -173,6 +209,9 @@ def _shipped(pattern: dict | str) -> dict:
 
 
 def _run(store: Store, query: str, timeout: float | None, **params: Any) -> list[dict]:
+    """The search's rows; NotFound for a model that is not in the graph (which no pattern matches)."""
+    timeout = checks.seconds("timeout", timeout)
+    model_meta(store, params["model"])
     try:
         return store.read_with_timeout(query, timeout, **params)
     except QueryError as exc:

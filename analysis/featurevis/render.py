@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from circuitatlas import checks
 from circuitatlas.analysis.featurevis.fusion import folded_for_layers
 from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective
 from circuitatlas.analysis.featurevis.objectives import units as objective_units
@@ -196,7 +197,7 @@ def render_units(
     """
     units = [(layer, int(c)) for layer, c in units]
     device = pick_device(kwargs.get("device"))
-    limit = chunk or (512 if device.type == "cuda" else 64)
+    limit = (512 if device.type == "cuda" else 64) if chunk is None else checks.whole("chunk", chunk, 1)
     parts: list[RenderResult] = []
     done = 0
     while done < len(units):

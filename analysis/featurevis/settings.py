@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from circuitatlas import checks
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["RenderSettings"]
@@ -24,12 +25,11 @@ class RenderSettings:
     param: str = "fft"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise InvalidInput(f"steps must be at least 1, not {self.steps}")
-        if self.size < 8:
-            raise InvalidInput(f"size must be at least 8 px, not {self.size}")
-        if not self.lr > 0:
-            raise InvalidInput(f"lr must be positive, not {self.lr}")
+        # the ranges of the CLI's options (circuitatlas.cli.analyses.featurevis_cmd), held here for the API too
+        object.__setattr__(self, "steps", checks.whole("steps", self.steps, 1))
+        object.__setattr__(self, "size", checks.whole("size (px)", self.size, 8))
+        object.__setattr__(self, "lr", checks.real("lr", self.lr, 0.0, above=True))
+        object.__setattr__(self, "seed", checks.whole("seed", self.seed, 0))
         if self.param not in ("fft", "pixel"):
             raise InvalidInput(f"param must be 'fft' or 'pixel', not {self.param!r}")
 

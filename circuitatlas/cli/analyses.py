@@ -8,6 +8,7 @@ import click
 
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table
+from circuitatlas.cli.ranges import COUNT, POSITIVE, SEED
 
 
 @click.group(cls=ProjectErrors)
@@ -16,11 +17,12 @@ def analyze() -> None:
 
 
 @analyze.command("toy-superposition")
-@click.option("--features", default=200, show_default=True, help="Features n of the sparsity sweep.")
-@click.option("--hidden", default=20, show_default=True, help="Hidden dimensions m.")
-@click.option("--densities", default=24, show_default=True, help="Models in the sweep (density 1 to 0.005).")
-@click.option("--steps", default=4000, show_default=True, help="Adam steps per model.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--features", default=200, show_default=True, type=COUNT, help="Features n of the sparsity sweep.")
+@click.option("--hidden", default=20, show_default=True, type=COUNT, help="Hidden dimensions m.")
+@click.option("--densities", default=24, show_default=True, type=COUNT,
+              help="Models in the sweep (density 1 to 0.005).")
+@click.option("--steps", default=4000, show_default=True, type=COUNT, help="Adam steps per model.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Save the two plots (PNG) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def analyze_toy_cmd(features: int, hidden: int, densities: int, steps: int, seed: int, out_dir: str | None,
@@ -59,7 +61,7 @@ def analyze_toy_cmd(features: int, hidden: int, densities: int, steps: int, seed
 @click.argument("model")
 @click.option("--from", "src", required=True, help="Source layer (e.g. inception3a).")
 @click.option("--to", "dst", required=True, help="Target layer (e.g. inception3b).")
-@click.option("-k", "k", type=int, help="Number of clusters (default: from the spectral gap).")
+@click.option("-k", "k", type=COUNT, help="Number of clusters (default: from the spectral gap).")
 @click.option("--kind", type=click.Choice(["auto", "expanded", "direct"]), default="auto", show_default=True,
               help="Which weights: expanded when stored, else direct.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Save a PNG of both sides' layout.")
@@ -94,8 +96,9 @@ def annotate() -> None:
 @click.argument("model")
 @click.option("--layer", required=True, help="Layer whose units are measured.")
 @click.option("--stimulus", default="curve", show_default=True, help="A stimulus with an orientation.")
-@click.option("--angles", "n_angles", default=64, show_default=True, help="Number of orientations.")
-@click.option("--radius", type=float, help="Curve radius in pixels (curve stimulus).")
+@click.option("--angles", "n_angles", default=64, show_default=True, type=click.IntRange(min=2),
+              help="Number of orientations.")
+@click.option("--radius", type=POSITIVE, help="Curve radius in pixels (curve stimulus).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, n_angles: int,
@@ -116,7 +119,7 @@ def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, 
 @click.argument("model")
 @click.option("--layer", required=True)
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False), help="Image folder.")
-@click.option("-k", "k", default=9, show_default=True, help="Examples per neuron.")
+@click.option("-k", "k", default=9, show_default=True, type=COUNT, help="Examples per neuron.")
 @click.pass_obj
 def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, k: int) -> None:
     """Top-k dataset examples per neuron, saved as PNG crops and linked as `examples`."""
@@ -131,12 +134,12 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
               help="Layer to render (one image per channel); several comma-separated, or 'observed' for all "
                    "observation layers.")
 @click.option("--channels", help="Comma-separated channels (default: all).")
-@click.option("--steps", default=512, show_default=True)
-@click.option("--size", default=128, show_default=True, help="Image size in pixels.")
-@click.option("--lr", default=0.05, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--steps", default=512, show_default=True, type=COUNT)
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=8), help="Image size in pixels.")
+@click.option("--lr", default=0.05, show_default=True, type=POSITIVE)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--chunk", type=int, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
+@click.option("--chunk", type=COUNT, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str | None, steps: int, size: int,
@@ -164,6 +167,8 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
     for report in reports:
         click.echo(f"{model}/{report['layer']}: rendered {report['rendered']}, skipped {report['skipped']} already "
                    f"rendered; contact sheet: {report['sheet']}")
+        for c, why in report["left_out"].items():
+            click.echo(f"note: channel {c} left off the contact sheet: {why}", err=True)
 
 
 def _render_settings(steps: int, size: int, lr: float, seed: int):

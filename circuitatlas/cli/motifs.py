@@ -8,6 +8,7 @@ import click
 
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table
+from circuitatlas.cli.ranges import COUNT, POSITIVE, SECONDS, FiniteRange
 from circuitatlas.names import MOTIF_KINDS
 
 
@@ -22,9 +23,10 @@ def motifs() -> None:
 @click.option("--layers", required=True,
               help="Comma-separated layers (2; 3 for union_over_cases; a chain of 2 or more for flip_equivariance, "
                    "best started at 'input').")
-@click.option("--radius", type=float, help="Curve radius of the tuning stimuli (when tuning is measured).")
-@click.option("--perm", "n_perm", default=200, show_default=True, help="Permutations of the null.")
-@click.option("--alpha", default=0.01, show_default=True, help="Report motifs with p below this.")
+@click.option("--radius", type=POSITIVE, help="Curve radius of the tuning stimuli (when tuning is measured).")
+@click.option("--perm", "n_perm", default=200, show_default=True, type=COUNT, help="Permutations of the null.")
+@click.option("--alpha", default=0.01, show_default=True, type=FiniteRange(0.0, 1.0, min_open=True),
+              help="Report motifs with p below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def motifs_find(obj: CliContext, kind: str, model: str, layers: str, radius: float | None, n_perm: int,
@@ -64,9 +66,9 @@ def motifs_list(obj: CliContext, model: str, as_json: bool) -> None:
 @click.argument("model")
 @click.option("--kind", type=click.Choice(["direct", "expanded"]), default="direct", show_default=True)
 @click.option("--layers", help="Comma-separated layers for the pattern nodes that name none (default: all).")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", default=20, show_default=True, type=COUNT,
               help="Stop after this many matches.")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+@click.option("--timeout", default=60.0, show_default=True, type=SECONDS,
               help="Seconds before the server ends the search.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj

@@ -13,6 +13,7 @@ import networkx as nx
 
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table, write_csv
+from circuitatlas.cli.ranges import COUNT, FRACTION, NON_NEGATIVE, SECONDS
 from circuitatlas.queries.connectivity import DEFAULT_LIMIT, DEFAULT_TIMEOUT, Truncated
 from circuitatlas.queries.criteria import Units
 
@@ -43,7 +44,7 @@ def criteria_options(prefix: str = "", side: str = "") -> Callable[[Callable], C
         options = [click.option(f"--{prefix}uid", f"{key}uids", multiple=True,
                                 help=f"{side}Explicit neuron uid (repeatable).")]
         for name, flag, text in reversed(_CRITERIA):
-            kind = float if name == "min_selectivity" else str
+            kind = FRACTION if name == "min_selectivity" else str
             options.append(click.option(f"--{prefix}{flag}", key + flag.replace("-", "_"), type=kind, help=side + text))
         for option in options:
             command = option(command)
@@ -58,8 +59,9 @@ def _units(model: str | None, options: dict[str, Any], prefix: str = "") -> Unit
 
 def common_options(command: Callable) -> Callable:
     for option in reversed((
-        click.option("--limit", default=DEFAULT_LIMIT, show_default=True, help="Most rows to return."),
-        click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="Seconds for the whole query."),
+        click.option("--limit", default=DEFAULT_LIMIT, show_default=True, type=COUNT, help="Most rows to return."),
+        click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=SECONDS,
+                     help="Seconds for the whole query."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Write the rows to this CSV file instead of printing them."),
@@ -113,8 +115,10 @@ def units_cmd(obj: CliContext, model: str | None, limit: int, timeout: float, as
 @criteria_options("from-", "Sources: ")
 @criteria_options("to-", "Targets: ")
 @click.option("--kind", type=KINDS, default="direct", show_default=True)
-@click.option("--min-rel", default=0.0, show_default=True, help="Keep edges with |rel_in| at least this.")
-@click.option("--min-abs", default=0.0, show_default=True, help="Keep edges with |sum| at least this.")
+@click.option("--min-rel", default=0.0, show_default=True, type=FRACTION,
+              help="Keep edges with |rel_in| at least this.")
+@click.option("--min-abs", default=0.0, show_default=True, type=NON_NEGATIVE,
+              help="Keep edges with |sum| at least this.")
 @click.option("--sign", type=SIGNS, help="Only excitatory (+) or inhibitory (-) edges.")
 @click.option("--kernels", is_flag=True, help="Add each edge's kernel.")
 @common_options
@@ -144,15 +148,17 @@ def adjacency_cmd(obj: CliContext, model: str | None, kind: str, min_rel: float,
 @query.command("paths")
 @click.argument("source")
 @click.argument("target")
-@click.option("--max-len", default=3, show_default=True, help="Most edges in a path.")
-@click.option("--min-len", default=1, show_default=True, help="Fewest edges in a path.")
-@click.option("-k", "k", default=10, show_default=True, help="How many paths.")
+@click.option("--max-len", default=3, show_default=True, type=COUNT, help="Most edges in a path.")
+@click.option("--min-len", default=1, show_default=True, type=COUNT, help="Fewest edges in a path.")
+@click.option("-k", "k", default=10, show_default=True, type=COUNT, help="How many paths.")
 @click.option("--kind", type=KINDS_AUTO, default="auto", show_default=True)
 @click.option("--weight", type=click.Choice(["product", "sum"]), default="product", show_default=True,
               help="Path strength: product of signed rel_in, or sum of |rel_in|.")
-@click.option("--min-rel", default=0.0, show_default=True, help="Leave out edges with |rel_in| below this.")
-@click.option("--limit", default=200_000, show_default=True, help="Most edges to read.")
-@click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="Seconds for the whole query.")
+@click.option("--min-rel", default=0.0, show_default=True, type=FRACTION,
+              help="Leave out edges with |rel_in| below this.")
+@click.option("--limit", default=200_000, show_default=True, type=COUNT, help="Most edges to read.")
+@click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=SECONDS,
+              help="Seconds for the whole query.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rows to this CSV file.")
@@ -174,9 +180,9 @@ def paths_cmd(obj: CliContext, source: str, target: str, max_len: int, min_len: 
 @criteria_options()
 @click.option("--side", type=click.Choice(["inputs", "outputs"]), default="inputs", show_default=True)
 @click.option("--kind", type=KINDS, default="direct", show_default=True)
-@click.option("--min-rel", default=0.0, show_default=True,
+@click.option("--min-rel", default=0.0, show_default=True, type=FRACTION,
               help="Each edge at least this fraction of the unit's strongest input (output).")
-@click.option("--min-shared", type=int, help="Partners of at least this many of the units (default: all).")
+@click.option("--min-shared", type=COUNT, help="Partners of at least this many of the units (default: all).")
 @click.option("--sign", type=SIGNS, help="Only excitatory (+) or inhibitory (-) edges.")
 @common_options
 @click.pass_obj
@@ -193,9 +199,10 @@ def common_cmd(obj: CliContext, model: str | None, side: str, kind: str, min_rel
 @query.command("similar")
 @click.argument("unit")
 @click.option("--by", type=click.Choice(["inputs", "outputs", "kernels"]), default="inputs", show_default=True)
-@click.option("-k", "k", default=10, show_default=True, help="How many units.")
+@click.option("-k", "k", default=10, show_default=True, type=COUNT, help="How many units.")
 @click.option("--kind", type=KINDS_AUTO, default="auto", show_default=True)
-@click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="Seconds for the whole query.")
+@click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=SECONDS,
+              help="Seconds for the whole query.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rows to this CSV file.")
@@ -208,8 +215,8 @@ def similar_cmd(obj: CliContext, unit: str, by: str, k: int, kind: str, timeout:
 
 @query.command("circuit")
 @click.argument("target")
-@click.option("--depth", default=2, show_default=True, help="Steps back from the target.")
-@click.option("--min-rel", default=0.3, show_default=True,
+@click.option("--depth", default=2, show_default=True, type=COUNT, help="Steps back from the target.")
+@click.option("--min-rel", default=0.3, show_default=True, type=FRACTION,
               help="Inputs at least this fraction of each unit's strongest.")
 @click.option("--kind", type=KINDS_AUTO, default="auto", show_default=True)
 @click.option("--sign", type=SIGNS, help="Only excitatory (+) or inhibitory (-) inputs.")

@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 from torch import nn
 
-from circuitatlas import artifacts
+from circuitatlas import artifacts, checks
 from circuitatlas.analysis.examples import Example, load_images, top_examples
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layer
@@ -25,6 +25,7 @@ def annotate_examples(store: Store, model: str, layer: str, images: str | Path |
     """The ``k`` images (a folder, or an (N, H, W, 3) array) that excite each unit most; each
     neuron gets ``examples`` (PNG paths, best first) and ``examples_activation``; ``layer``: any
     of its names."""
+    k = checks.whole("k", k, 1)  # before the network is rebuilt and the images read
     layer = resolve_layer(store, model, layer)
     net = network(store, model, module)
     if isinstance(images, (str, Path)):

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from circuitatlas import artifacts
+from circuitatlas import artifacts, checks
 from circuitatlas.analysis.featurevis import RenderSettings, render_units
 from circuitatlas.errors import InvalidInput, RenderError
 from circuitatlas.jobs.network import network
@@ -56,16 +56,17 @@ def _props(key: str, png: Any, activation: float) -> dict[str, Any]:
 
 
 def _link_earlier(store: Store, model: str, layer: str, listed: list[int], key: _Keys) -> tuple[list[int], int]:
-    """Link units whose image exists from an earlier render (another ingest of the same weights);
-    returns the channels still to render and how many were linked."""
-    linked_now = featurevis_keys(store, model, layer)
+    """Link units whose image exists from an earlier render (another ingest of the same weights),
+    and units whose stored path is not that image's (stale or foreign: never read); returns the
+    channels still to render and how many were linked."""
+    linked_now, stored = featurevis_keys(store, model, layer), featurevis_paths(store, model, layer)
     todo, relink = [], {}
     for c in listed:
         k = key(layer, c)
         found = artifacts.load_render(k)
         if found is None:
             todo.append(c)
-        elif linked_now.get(c) != k:
+        elif linked_now.get(c) != k or stored.get(c) != str(found[0]):
             relink[c] = _props(k, found[0], found[1]["activation"])
     set_neuron_properties(store, model, layer, relink)
     return todo, len(relink)
@@ -93,7 +94,9 @@ def featurevis(store: Store, model: str, layers: Iterable[str], channels: Iterab
                module: nn.Module | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
     """Render the units of ``layers`` that have no image for these settings yet; returns one
     report per layer in network order (``layer``, ``rendered``, ``skipped`` of which ``linked``,
-    ``sheet``, ``channels``). ``progress(n)`` counts units done."""
+    ``sheet``, ``channels``, ``left_out``: channel -> why its stored image is not on the sheet).
+    ``progress(n)`` counts units done."""
+    chunk = None if chunk is None else checks.whole("chunk", chunk, 1)
     layers, wanted = _checked(store, model, layers, channels)
     key = _Keys(model_meta(store, model), settings)
     todo, linked = {}, {}
@@ -112,9 +115,17 @@ def featurevis(store: Store, model: str, layers: Iterable[str], channels: Iterab
         progress(0)
     reports = []
     for layer in layers:
-        sheet = artifacts.save_contact_sheet(featurevis_paths(store, model, layer),
-                                             artifacts.contact_sheet_path(model, layer))
+        images, left_out = _usable_images(featurevis_paths(store, model, layer))
+        sheet = artifacts.save_contact_sheet(images, artifacts.contact_sheet_path(model, layer))
         set_layer_sheet(store, model, layer, str(sheet))
         reports.append({"layer": layer, "rendered": len(todo[layer]), "skipped": len(wanted[layer]) - len(todo[layer]),
-                        "linked": linked[layer], "sheet": str(sheet), "channels": wanted[layer]})
+                        "linked": linked[layer], "sheet": str(sheet), "channels": wanted[layer], "left_out": left_out})
     return reports
+
+
+def _usable_images(stored: dict[int, str]) -> tuple[list[str], dict[int, str]]:
+    """The stored images that may be read (inside the artifacts folder, images), by channel, and
+    channel -> why each other one may not (units this call did not render keep their paths)."""
+    problems = {c: artifacts.image_problem(path) for c, path in stored.items()}
+    return ([path for c, path in stored.items() if problems[c] is None],
+            {c: problem for c, problem in problems.items() if problem is not None})

@@ -10,9 +10,9 @@ from typing import Callable, Iterable
 import numpy as np
 from torch import nn
 
-from circuitatlas import names
+from circuitatlas import checks, names
 from circuitatlas.analysis import motifs as M
-from circuitatlas.analysis.tuning import radial_tuning
+from circuitatlas.analysis.tuning import checked_stimulus_params, radial_tuning
 from circuitatlas.errors import NotFound
 from circuitatlas.jobs.network import lazy_network
 from circuitatlas.jobs.tuning import tuning_for
@@ -106,8 +106,10 @@ def find_motifs(store: Store, kind: str, model: str, layers: Iterable[str], *, n
     come back as neuron uids."""
     layers = list(layers)
     names.check_motif_layers(kind, layers)
+    n_perm, seed = checks.whole("n_perm", n_perm, 1), checks.whole("seed", seed, 0)
+    alpha = checks.real("alpha", alpha, 0.0, 1.0, above=True)
+    stimulus_params = checked_stimulus_params(dict(stimulus_params or {}))
     layers = resolve_layers(store, model, layers)
-    stimulus_params = dict(stimulus_params or {})
     common = {"n_perm": n_perm, "alpha": alpha, "seed": seed, **params}
     found = DETECTORS[kind](_Inputs(store, model, module, stimulus_params), layers, common)
     for motif in found:
