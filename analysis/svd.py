@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from circuitatlas.errors import InvalidInput
 
@@ -175,6 +174,8 @@ def branch_contingency(clusters: np.ndarray, branches: list[str] | np.ndarray) -
     counts = np.array([[np.sum((clusters == c) & (branches == b)) for b in br] for c in cl])
     N = len(clusters)
     sizes, totals = counts.sum(1), counts.sum(0)
+    from scipy import stats  # seconds to import: only where a p-value is computed
+
     p = np.array([[stats.hypergeom.sf(counts[i, j] - 1, N, totals[j], sizes[i]) for j in range(len(br))]
                   for i in range(len(cl))])
     return BranchReport(cl, br, counts, p)

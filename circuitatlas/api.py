@@ -24,6 +24,7 @@ from circuitatlas.jobs.ingest import dry_run
 from circuitatlas.jobs.ingest import ingest as run_ingest
 from circuitatlas.jobs.network import network
 from circuitatlas.jobs.svd import SvdAnalysis
+from circuitatlas.lifecycle import drop_model
 from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
 from circuitatlas.queries.connectivity import Adjacency
 from circuitatlas.queries.criteria import Units, UnitsLike
@@ -100,7 +101,7 @@ class Atlas(Closing):
 
     def drop(self, model: str) -> None:
         """Delete one model's subgraph (in batches; raises NotFound for an unknown id)."""
-        self.store.drop_model(model)
+        drop_model(self.store, model)
 
     # -- networks ----------------------------------------------------------------------------
     def ingest(self, source: str | nn.Module, name: str, *, job: IngestJob | None = None,

@@ -1,8 +1,9 @@
 """Names defined once: the uids of layers, neurons, motifs and clusters (built and parsed here
 only), the edge kinds and their relationship types, and the motif kinds with their layer counts.
 
-A layer is its dotted ``named_modules()`` path and never holds ``/`` or ``:``; a model id may hold
-anything but those two, so every uid parses back without ambiguity:
+A layer is its dotted ``named_modules()`` path (or an fx node's name) and a model id is a short
+word; neither holds ``/`` or ``:``, so every uid parses back without ambiguity, and either can
+name a file under the artifacts folder without leaving it (see :data:`MODEL_ID_RULE`):
 
 >>> neuron_uid("demo", "block1.branch2.0", 3)
 'demo/block1.branch2.0:3'
@@ -14,6 +15,7 @@ anything but those two, so every uid parses back without ambiguity:
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from circuitatlas.errors import InvalidInput
@@ -21,7 +23,33 @@ from circuitatlas.errors import InvalidInput
 __all__ = [
     "layer_uid", "neuron_uid", "unit", "parse_unit", "parse_neuron_uid", "motif_uid", "cluster_uid",
     "REL_TYPES", "EDGE_TYPES", "rel_type", "MOTIF_LAYERS", "MOTIF_KINDS", "check_motif_layers",
+    "MODEL_ID_RULE", "check_model_id", "check_layer_name",
 ]
+
+MODEL_ID_MAX = 100
+MODEL_ID_RULE = (f"1 to {MODEL_ID_MAX} characters: letters, digits and . _ - + @, starting with a letter or digit")
+_MODEL_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+@-]{{0,{MODEL_ID_MAX - 1}}}")
+_LAYER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
+
+
+def check_model_id(model: object) -> str:
+    """``model`` when it is a valid model id (:data:`MODEL_ID_RULE`), else InvalidInput.
+
+    >>> check_model_id("resnet50-seed.1")
+    'resnet50-seed.1'
+    """
+    if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
+        shown = repr(model) if len(repr(model)) <= 60 else repr(model)[:57] + "..."
+        raise InvalidInput(f"model id {shown} is not valid: use {MODEL_ID_RULE}")
+    return model
+
+
+def check_layer_name(layer: str) -> str:
+    """``layer`` when it is a name a layer can have (letters, digits, ``_ . + -``, no ``..``)."""
+    if not _LAYER_NAME.fullmatch(layer) or ".." in layer:
+        shown = repr(layer) if len(repr(layer)) <= 60 else repr(layer)[:57] + "..."
+        raise InvalidInput(f"layer name {shown} is not valid: use letters, digits and _ . + - (no '..')")
+    return layer
 
 
 def layer_uid(model: str, layer: str) -> str:

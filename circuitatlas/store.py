@@ -26,8 +26,9 @@ from neo4j.exceptions import (
     SessionExpired,
 )
 
+from circuitatlas import records
 from circuitatlas.config import Connection
-from circuitatlas.errors import ConnectionFailed, NotFound, QueryError
+from circuitatlas.errors import ConnectionFailed, QueryError
 from circuitatlas.queries import cypher
 
 DEFAULT_BATCH = 5000
@@ -70,14 +71,18 @@ class ModelSummary:
 
 @contextlib.contextmanager
 def translate_errors(uri: str) -> Iterator[None]:
-    """Turn driver exceptions into one-line circuitatlas errors that name the URI."""
+    """Turn driver exceptions into one-line circuitatlas errors that name the URI (its user and
+    password masked, in the driver's own words too: :func:`circuitatlas.config.redact_uri`)."""
+    from circuitatlas.config import redact_uri
+
+    shown = redact_uri(uri)
     try:
         yield
     except AuthError:
-        raise ConnectionFailed(f"Neo4j at {uri} rejected the user name or password") from None
+        raise ConnectionFailed(f"Neo4j at {shown} rejected the user name or password") from None
     except (ServiceUnavailable, SessionExpired) as exc:
         raise ConnectionFailed(
-            f"cannot reach Neo4j at {uri} ({_first_line(exc)}); is it running? "
+            f"cannot reach Neo4j at {shown} ({redact_uri(_first_line(exc))}); is it running? "
             "`circuitatlas db start` starts the local one"
         ) from None
     except CypherSyntaxError as exc:
@@ -85,10 +90,10 @@ def translate_errors(uri: str) -> Iterator[None]:
     except (ClientError, Neo4jError) as exc:
         raise QueryError(f"Neo4j: {_first_line(exc.message or exc)}") from None
     except ConfigurationError as exc:
-        raise ConnectionFailed(f"bad connection settings for {uri}: {_first_line(exc)}") from None
+        raise ConnectionFailed(f"bad connection settings for {shown}: {redact_uri(_first_line(exc))}") from None
     except ValueError as exc:
         if "uri" in str(exc).lower() or "scheme" in str(exc).lower():
-            raise ConnectionFailed(f"bad Neo4j URI {uri!r}: {_first_line(exc)}") from None
+            raise ConnectionFailed(f"bad Neo4j URI {shown!r}: {redact_uri(_first_line(exc))}") from None
         raise
 
 
@@ -102,6 +107,44 @@ def _timeout_as_query_error(timeout: float | None) -> Iterator[None]:
             after = f"after {timeout:g} s" if timeout is not None else "at the server's transaction timeout"
             raise QueryError(f"query timed out {after} (pass a larger timeout)") from None
         raise
+
+
+# errors the driver classes as transient but that a retry meets again (the same query needs the same
+# memory): raised at once instead of being retried for the driver's 30 s
+NOT_RETRIED = ("MemoryPoolOutOfMemoryError", "TransactionMemoryLimit", "OutOfMemoryError")
+
+
+class _Final(Exception):
+    """A Neo4j error carried past the driver's retry loop (which retries only driver errors)."""
+
+    def __init__(self, error: Neo4jError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _not_retried(work: Callable) -> Callable:
+    """``work(tx, ...)`` raising the errors in NOT_RETRIED as :class:`_Final`."""
+
+    def guarded(tx: neo4j.ManagedTransaction, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return work(tx, *args, **kwargs)
+        except Neo4jError as exc:
+            if any(name in (exc.code or "") for name in NOT_RETRIED):
+                raise _Final(exc) from exc
+            raise
+
+    return guarded
+
+
+@contextlib.contextmanager
+def _final_errors() -> Iterator[None]:
+    """A deterministic error (see NOT_RETRIED) as a one-line QueryError that says why it was not retried."""
+    try:
+        yield
+    except _Final as final:
+        raise QueryError(f"Neo4j ran out of memory for this query ({_first_line(final.error.message or final.error)}); "
+                         "not retried, as it would fail again: give the server more heap "
+                         "(`circuitatlas db start --heap`) or ask for less at once") from None
 
 
 def _first_line(exc: object) -> str:
@@ -169,8 +212,9 @@ class Store(Closing):
         return neo4j.Query(text, timeout=self._timeout(long), metadata=self.metadata)
 
     def _unit(self, work: Callable) -> Callable:
-        """``work`` as a managed transaction function with this store's timeout and tag."""
-        return neo4j.unit_of_work(timeout=self.query_timeout, metadata=self.metadata)(work)
+        """``work`` as a managed transaction function with this store's timeout and tag; the
+        driver retries transient errors, but not those in NOT_RETRIED."""
+        return neo4j.unit_of_work(timeout=self.query_timeout, metadata=self.metadata)(_not_retried(work))
 
     def cancel_running(self) -> int:
         """End on the server every transaction this store still has running, over a connection of
@@ -190,7 +234,7 @@ class Store(Closing):
 
     @contextlib.contextmanager
     def _guarded(self, long: bool = False) -> Iterator[None]:
-        with translate_errors(self.uri), _timeout_as_query_error(self._timeout(long)):
+        with translate_errors(self.uri), _timeout_as_query_error(self._timeout(long)), _final_errors():
             yield
 
     @property
@@ -224,17 +268,16 @@ class Store(Closing):
         self.driver.close()
 
     def session(self, read: bool = False) -> neo4j.Session:
+        """A session that sees every earlier write of this store (the driver's shared bookmarks)."""
         mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
-        return self.driver.session(database=self.database, default_access_mode=mode)
+        return self.driver.session(database=self.database, default_access_mode=mode,
+                                   bookmark_manager=self.driver.execute_query_bookmark_manager)
 
     # -- queries --------------------------------------------------------------------------
     def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
         """Run our own read query (routed to a reader) and return rows as dicts."""
-        with self._guarded():
-            records, _, _ = self.driver.execute_query(
-                self._query(query), params, database_=self.database, routing_=neo4j.RoutingControl.READ
-            )
-        return [record.data() for record in records]
+        with self._guarded(), self.session(read=True) as session:
+            return session.execute_read(self._unit(lambda tx: [record.data() for record in tx.run(query, params)]))
 
     def read_with_timeout(self, query: str, timeout: float | None, **params: Any) -> list[dict[str, Any]]:
         """:meth:`read` under a transaction timeout in seconds (None: the store's own), which the
@@ -257,9 +300,20 @@ class Store(Closing):
 
     def write(self, query: str, **params: Any) -> dict[str, int]:
         """Run our own write query in one transaction; returns the update counters."""
-        with self._guarded():
-            _, summary, _ = self.driver.execute_query(self._query(query), params, database_=self.database)
-        return _counters(summary)
+        return self._write(query, params)[1]
+
+    def write_returning(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        """Run our own write query in one transaction; returns its rows as dicts."""
+        return self._write(query, params)[0]
+
+    def _write(self, query: str, params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        def work(tx: neo4j.ManagedTransaction) -> tuple[list[dict[str, Any]], dict[str, int]]:
+            result = tx.run(query, params)
+            rows = [record.data() for record in result]
+            return rows, _counters(result.consume())
+
+        with self._guarded(), self.session() as session:
+            return session.execute_write(self._unit(work))
 
     def run_autocommit(self, query: str, **params: Any) -> dict[str, int]:
         """Run a query in an auto-commit transaction (needed by ``CALL {} IN TRANSACTIONS``),
@@ -357,7 +411,7 @@ class Store(Closing):
 
             def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
                 result = tx.run(query, params)
-                rows = [record.data() for record in result]
+                rows = [records.row(record) for record in result]
                 if result.consume().counters.contains_updates:
                     raise QueryError("refused: this query changed the graph; it was rolled back (pass --write)")
                 return rows
@@ -368,7 +422,7 @@ class Store(Closing):
         """Run a user's query that may write, in an auto-commit transaction."""
         with self._guarded(), self.session() as session:
             result = session.run(self._query(query), dict(params or {}))
-            rows = [record.data() for record in result]
+            rows = [records.row(record) for record in result]
             return rows, _counters(result.consume())
 
     # -- schema and housekeeping ----------------------------------------------------------
@@ -390,14 +444,6 @@ class Store(Closing):
         """The model's ``status`` property; None when no such model exists."""
         rows = self.read(cypher.MODEL_EXISTS, model=model)
         return rows[0]["status"] if rows else None
-
-    def drop_model(self, model: str, batch: int = 10_000) -> None:
-        """Delete one model's whole subgraph in server-side batches (bounded heap)."""
-        if self.model_status(model) is None:
-            raise NotFound(f"no model {model!r} in the graph (see `circuitatlas models`)")
-        self.write(cypher.MARK_MODEL_STATUS, model=model, status="dropping")
-        self.delete_model_subgraph(model, batch)
-        self.write(cypher.DELETE_MODEL_NODE, model=model)
 
     def delete_model_subgraph(self, model: str, batch: int = 10_000) -> None:
         """Delete a model's edges, neurons and layers (its Model node stays)."""

@@ -36,9 +36,15 @@ from typing import Iterator
 
 import numpy as np
 
+from circuitatlas import lifecycle, paths
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest import rows
-from circuitatlas.ingest.csvtext import float32_words, int_cells, text_cell, with_separator
+from circuitatlas.ingest.csvtext import (
+    float32_words,
+    int_cells,
+    text_cell,
+    with_separator,
+)
 from circuitatlas.ingest.writer import Blocks, Part, WriteJob, check_finite
 from circuitatlas.localserver import LocalServer
 from circuitatlas.queries import cypher
@@ -114,29 +120,37 @@ class ImportFiles:
 def write_import_files(folder: Path, job: WriteJob) -> ImportFiles:
     """Write ``job`` as neo4j-admin CSV files in ``folder`` (integer node ids).
 
-    The Model node is written complete (``status: "complete"``, every part done): the import
-    either lands whole or not at all.
+    The Model node records every part as done (the import lands whole or not at all), with
+    status ``ingesting`` until the imported graph has passed :func:`circuitatlas.lifecycle.verify`.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    paths.private_dir(folder)  # owner-only: the CSVs hold the whole network
     files = ImportFiles(folder)
     neuron_base = _write_node_files(files, job)
-    _write_edge_files(files, job, neuron_base)
+    part_edges = _write_edge_files(files, job, neuron_base)
+    _write_model_file(files, job, part_edges)
     return files
 
 
-def _write_node_files(files: ImportFiles, job: WriteJob) -> dict[str, int]:
-    """Model, Layer and Neuron nodes and the HAS_LAYER, HAS_NEURON and FEEDS relationships.
-    Returns each layer's first neuron id (neuron id = that + channel)."""
-    folder, model, graph, meta = files.folder, job.model, job.graph, job.meta
+def _write_model_file(files: ImportFiles, job: WriteJob, part_edges: dict[str, int]) -> None:
+    """The Model node, written last: every part recorded as done with the edges it wrote, status
+    ``ingesting`` until :func:`bulk_write_model` has checked the imported graph against them."""
+    model, graph, meta = job.model, job.graph, job.meta
     now = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    files.nodes["Model"] = folder / "model.csv"
+    parts = [p.name for p in job.parts]
+    files.nodes["Model"] = files.folder / "model.csv"
     files.nodes["Model"].write_text(
         ":ID,id,arch,source,weights,status,plan,input_size:int[],observation_layers:string[],parts_done:string[],"
-        "created:datetime,completed:datetime\n"
+        "part_edges:long[],created:datetime\n"
         f"0,{_text(model)},{_text(meta.get('arch'))},{_text(meta.get('source'))},{_text(meta.get('weights'))},"
-        f"complete,{job.plan},{_array(list(graph.input_shape), 'int')},"
-        f"{_array(graph.observation_layers)},{_array([p.name for p in job.parts])},{now},{now}\n")
+        f"ingesting,{job.plan},{_array(list(graph.input_shape), 'int')},"
+        f"{_array(graph.observation_layers)},{_array(parts)},{_array([part_edges.get(p, 0) for p in parts], 'int')},"
+        f"{now}\n")
 
+
+def _write_node_files(files: ImportFiles, job: WriteJob) -> dict[str, int]:
+    """Layer and Neuron nodes and the HAS_LAYER (from the Model node, id 0), HAS_NEURON and FEEDS
+    relationships. Returns each layer's first neuron id (neuron id = that + channel)."""
+    folder, model, graph = files.folder, job.model, job.graph
     layer_ids, neuron_base = {}, {}
     next_id = 1
     with open(folder / "layers.csv", "w") as f:
@@ -173,12 +187,14 @@ def _write_node_files(files: ImportFiles, job: WriteJob) -> dict[str, int]:
     return neuron_base
 
 
-def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, int]) -> None:
-    """One CSV file per edge type, block by block, a bounded chunk of lines at a time."""
+def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, int]) -> dict[str, int]:
+    """One CSV file per edge type, block by block, a bounded chunk of lines at a time; returns
+    the edges written by each part."""
     graph, options, progress = job.graph, job.options, job.progress
     last_id = max(neuron_base[name] + info.channels for name, info in graph.layers.items())
     id_words = 1 if last_id < 10**7 else 2
     handles = {}
+    part_edges: dict[str, int] = {}
     try:
         for rel_type in cypher.EDGE_TYPES:
             path = files.folder / f"{rel_type.lower()}.csv"
@@ -202,6 +218,7 @@ def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, 
                     neuron_base[src] + in_idx[pick], neuron_base[part.dst] + out_idx[pick],
                     flat[pick], stats[pick], kh, kw, id_words))
                 files.edges[part.rel_type] += pick.size
+                part_edges[part.name] = part_edges.get(part.name, 0) + pick.size
                 progress.edges(pick.size)
         for handle in handles.values():  # on disk before the server stops: a stop that waits
             handle.flush()  # behind gigabytes of dirty pages would outlast its timeout
@@ -209,6 +226,7 @@ def _write_edge_files(files: ImportFiles, job: WriteJob, neuron_base: dict[str, 
     finally:
         for handle in handles.values():
             handle.close()
+    return part_edges
 
 
 def _edge_lines(src: np.ndarray, dst: np.ndarray, flat: np.ndarray, stats: np.ndarray, kh: int, kw: int,
@@ -327,4 +345,8 @@ def bulk_write_model(store: Store, job: WriteJob) -> dict[str, float]:
         with contextlib.suppress(Exception):  # a failed start is the error already on its way
             store.reconnect()
     store.ensure_schema()
+    lock = lifecycle.ModelLock(store, job.model, "bulk")
+    lock.take()
+    with lock:
+        lifecycle.verify(store, lock, job.expected)
     return timings

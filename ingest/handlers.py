@@ -414,7 +414,7 @@ register_op(_batchnorm_function, functions=ops.BATCHNORM_FUNCTIONS)
 register_op(_layernorm, modules=ops.LAYERNORM_MODULES, functions=ops.LAYERNORM_FUNCTIONS)
 register_op(pointwise, modules=ops.NONLINEAR_MODULES + ops.AFFINE_MODULES,
             functions=ops.NONLINEAR_FUNCTIONS | ops.AFFINE_FUNCTIONS,
-            methods=ops.NONLINEAR_METHODS | ops.AFFINE_METHODS)
+            methods=ops.NONLINEAR_METHODS | ops.AFFINE_METHODS, names=ops.AFFINE_NAMES)
 register_op(_spatial, modules=ops.POOL_MODULES + (nn.ZeroPad2d,), functions=ops.POOL_FUNCTIONS)
 register_op(_mean, functions=ops.MEAN_FUNCTIONS, methods=ops.MEAN_METHODS)
 register_op(_reshape, modules=ops.FLATTEN_MODULES, functions=ops.FLATTEN_FUNCTIONS | ops.RESHAPE_FUNCTIONS,

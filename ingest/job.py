@@ -11,10 +11,12 @@ from typing import Any
 
 from circuitatlas.errors import InvalidInput
 from circuitatlas.ingest.writer import IngestOptions
+from circuitatlas.names import check_layer_name
 
 __all__ = ["IngestJob", "BULK_CHOICES"]
 
 BULK_CHOICES = ("auto", "always", "never")
+MAX_INPUT_SIDE = 100_000  # beyond any image; the memory check (ingest/memory.py) guards what is below
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,25 @@ class IngestJob:
     lenient: bool = False
     trust_pickle: bool = False
     bulk: str = "auto"
+    force: bool = False  # trace an input size whose activations look too large for the memory
     edges: IngestOptions = field(default_factory=IngestOptions)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", tuple(int(x) for x in self.input_size))
+        try:
+            size = tuple(int(x) for x in self.input_size)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"input_size is (C, H, W) in whole numbers, got {self.input_size!r}") from None
+        object.__setattr__(self, "input_size", size)
+        if len(size) != 3 or not all(1 <= x <= MAX_INPUT_SIDE for x in size):
+            raise InvalidInput(f"input_size is (C, H, W), each from 1 to {MAX_INPUT_SIDE}, got {self.input_size}")
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
-        if len(self.input_size) != 3:
-            raise InvalidInput(f"input_size is (C, H, W), got {self.input_size}")
+            layers = tuple(self.layers)
+            repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+            if repeated or not layers:
+                raise InvalidInput(f"layers must be distinct and at least one, got {', '.join(layers) or 'none'}")
+            for layer in layers:
+                check_layer_name(layer)
+            object.__setattr__(self, "layers", layers)
         if self.replace and self.resume:
             raise InvalidInput("replace and resume exclude each other")
         if self.bulk not in BULK_CHOICES:

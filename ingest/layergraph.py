@@ -19,7 +19,14 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from circuitatlas.errors import IngestError
-from circuitatlas.ingest.graphtypes import INPUT_LAYER, LayerGraph, LayerInfo, Source, WeightLayer
+from circuitatlas.ingest.graphtypes import (
+    INPUT_LAYER,
+    LayerGraph,
+    LayerInfo,
+    Source,
+    WeightLayer,
+)
+from circuitatlas.ingest.memory import check_input_memory
 from circuitatlas.ingest.provenance import node_shape
 from circuitatlas.ingest.tracestate import TraceState, module_output
 
@@ -27,13 +34,15 @@ __all__ = ["LayerInfo", "WeightLayer", "LayerGraph", "build_layer_graph", "INPUT
            "default_observation_layers"]
 
 
-def trace(model: nn.Module, input_size: tuple[int, int, int]) -> fx.GraphModule:
-    """Symbolically trace ``model`` (in eval mode) and record every value's shape."""
+def trace(model: nn.Module, input_size: tuple[int, int, int], force: bool = False) -> fx.GraphModule:
+    """Symbolically trace ``model`` (in eval mode) and record every value's shape; an input size
+    whose activations would not fit in memory is refused first unless ``force``."""
     model = model.eval()
     try:
         gm = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds; the message is what matters
         raise IngestError(f"torch.fx cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+    check_input_memory(gm, input_size, force)
     example = torch.zeros(1, *input_size)
     try:
         with torch.no_grad():
@@ -50,14 +59,16 @@ def build_layer_graph(
     input_size: tuple[int, int, int] = (3, 224, 224),
     observation_layers: Iterable[str] | None = None,
     lenient: bool = False,
+    force: bool = False,
 ) -> LayerGraph:
     """Trace ``model`` and extract its weight layers, channel provenance and observation layers.
 
     ``observation_layers=None`` picks the top-level blocks (see :func:`default_observation_layers`).
     An op that cannot be followed raises :class:`IngestError` naming it, or with
-    ``lenient=True`` is skipped (channels behind it get no direct edges).
+    ``lenient=True`` is skipped (channels behind it get no direct edges). An input size too
+    large for the memory available is refused unless ``force`` (:mod:`.memory`).
     """
-    gm = trace(model, tuple(input_size))
+    gm = trace(model, tuple(input_size), force)
     state = TraceState(gm, lenient)
     for node in gm.graph.nodes:
         state.follow(node)

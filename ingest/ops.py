@@ -13,13 +13,12 @@ import operator
 
 import torch
 import torch.nn.functional as F
-import torchvision.ops
 from torch import nn
 
 __all__ = [
     "WEIGHT_MODULES", "LINEAR_FUNCTIONS", "FOLDABLE_NORM_MODULES",
     "NONLINEAR_MODULES", "NONLINEAR_FUNCTIONS", "NONLINEAR_METHODS",
-    "AFFINE_MODULES", "AFFINE_FUNCTIONS", "AFFINE_METHODS",
+    "AFFINE_MODULES", "AFFINE_FUNCTIONS", "AFFINE_METHODS", "AFFINE_NAMES",
     "POOL_MODULES", "POOL_FUNCTIONS",
     "FLATTEN_MODULES", "FLATTEN_FUNCTIONS", "FLATTEN_METHODS",
     "ADD_FUNCTIONS", "ADD_METHODS", "SUB_FUNCTIONS", "SUB_METHODS", "MUL_FUNCTIONS", "MUL_METHODS",
@@ -46,8 +45,11 @@ NONLINEAR_FUNCTIONS = frozenset({
 NONLINEAR_METHODS = frozenset({"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_"})
 
 # per-channel and the identity in eval mode (stochastic depth, drop path): kept as they are when linearised
-AFFINE_MODULES = (nn.Identity, torchvision.ops.StochasticDepth)
-AFFINE_FUNCTIONS = frozenset({torch.clone, torchvision.ops.stochastic_depth})
+AFFINE_MODULES = (nn.Identity,)
+AFFINE_FUNCTIONS = frozenset({torch.clone})
+# ... and by qualified name, so that following them does not import torchvision (seconds at start-up)
+AFFINE_NAMES = frozenset({"torchvision.ops.stochastic_depth.StochasticDepth",
+                          "torchvision.ops.stochastic_depth.stochastic_depth"})
 AFFINE_METHODS = frozenset({"contiguous", "clone", "detach", "float", "to"})
 
 # eval-mode BatchNorm as a function (timm's norm+activation layers): a per-channel scale

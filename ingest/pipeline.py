@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 from torch import nn
 
+from circuitatlas import lifecycle
 from circuitatlas.ingest import rows
 from circuitatlas.ingest.bulk import bulk_write_model, choose_path
 from circuitatlas.ingest.expanded import expanded_kernels, linearise
@@ -16,6 +17,7 @@ from circuitatlas.ingest.job import IngestJob
 from circuitatlas.ingest.layergraph import LayerGraph, build_layer_graph
 from circuitatlas.ingest.sources import load_model, weights_fingerprint
 from circuitatlas.ingest.writer import Part, Progress, WriteJob, write_model
+from circuitatlas.names import check_model_id
 from circuitatlas.queries import cypher
 from circuitatlas.store import ModelSummary, Store
 
@@ -47,9 +49,12 @@ def ingest(store: Store, source: str | nn.Module, name: str, job: IngestJob = In
     ``job.bulk`` ("auto", "always", "never") picks the offline-import path of :mod:`.bulk`.
     """
     began = time.monotonic()
+    check_model_id(name)
+    lifecycle.check_can_begin(store, name, job.mode)  # before minutes of loading and tracing
     loaded = load_model(source, weights=job.weights, arch=job.arch, trust_pickle=job.trust_pickle)
     fingerprint = weights_fingerprint(loaded.module)  # before anything touches the module
-    graph = build_layer_graph(loaded.module, job.input_size, job.layers, lenient=job.lenient)
+    graph = build_layer_graph(loaded.module, job.input_size, job.layers, lenient=job.lenient,
+                              force=job.force)
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
     write = WriteJob(name, graph, meta, job.edges, edge_blocks_for(graph), progress)
     path = choose_path(store, write, job.mode, job.bulk)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from circuitatlas.ingest.tracestate import TraceState
 
 __all__ = ["Provenance", "Step", "Unsupported", "Handler", "register_op", "handler_for", "node_shape",
-           "run_node", "from_ids", "MODULE_OPS", "FUNCTION_OPS", "METHOD_OPS"]
+           "run_node", "from_ids", "MODULE_OPS", "FUNCTION_OPS", "METHOD_OPS",
+           "NAMED_OPS"]
 
 
 @dataclass
@@ -117,13 +118,20 @@ class Step:
 Handler = Callable[["TraceState", Step], Provenance]
 MODULE_OPS: dict[type, Handler] = {}
 FUNCTION_OPS: dict[Callable, Handler] = {}
+NAMED_OPS: dict[str, Handler] = {}
+
+
+def _qualified(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
 METHOD_OPS: dict[str, Handler] = {}
 
 
 def register_op(handler: Handler, modules: Iterable[type] = (), functions: Iterable[Callable] = (),
-                methods: Iterable[str] = ()) -> None:
-    """Make ``handler`` follow the given module classes, functions and tensor method names."""
-    for table, keys in ((MODULE_OPS, modules), (FUNCTION_OPS, functions), (METHOD_OPS, methods)):
+                methods: Iterable[str] = (), names: Iterable[str] = ()) -> None:
+    """Make ``handler`` follow the given module classes, functions and tensor method names, and
+    the classes or functions of the given qualified names (``module.qualname``: a library's ops
+    followed without importing it)."""
+    for table, keys in ((MODULE_OPS, modules), (FUNCTION_OPS, functions), (METHOD_OPS, methods), (NAMED_OPS, names)):
         for key in keys:
             if key in table:
                 raise ValueError(f"{key!r} already has a handler")
@@ -134,10 +142,12 @@ def handler_for(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[Handler |
     """The handler registered for ``node``'s op (None when there is none) and the op's name."""
     if node.op == "call_module":
         module_type = type(modules[node.target])
-        found = next((MODULE_OPS[c] for c in module_type.__mro__ if c in MODULE_OPS), None)
+        found = next((MODULE_OPS.get(c) or NAMED_OPS.get(_qualified(c)) for c in module_type.__mro__
+                      if c in MODULE_OPS or _qualified(c) in NAMED_OPS), None)
         return found, module_type.__name__
     if node.op == "call_function":
-        return FUNCTION_OPS.get(node.target), getattr(node.target, "__name__", str(node.target))
+        found = FUNCTION_OPS.get(node.target) or NAMED_OPS.get(_qualified(node.target))
+        return found, getattr(node.target, "__name__", str(node.target))
     if node.op == "call_method":
         return METHOD_OPS.get(node.target), str(node.target)
     return None, node.op

@@ -3,9 +3,11 @@ the online writer: LayerGraph -> Neo4j over Bolt, in resumable parts.
 
 An ingest is a list of parts: ``nodes`` (model, layers, neurons, FEEDS), then one
 ``direct:<layer>`` per weight layer and one ``expanded:<layer>`` per observation-layer
-pair. The Model node is created first with ``status: "ingesting"`` and records each part
-when it commits; ``status: "complete"`` is set last. ``resume`` redoes only the parts not
-recorded, deleting whatever a killed run left of them first, so no node or edge is doubled.
+pair. The Model node is created first with ``status: "ingesting"`` and the writer's lock, and
+records each part, with the edges it wrote, when it commits; ``status: "complete"`` is set last,
+after the graph's counts are checked against those records (:mod:`circuitatlas.lifecycle`).
+``resume`` redoes only the parts not recorded, deleting whatever a killed run left of them
+first, so no node or edge is doubled.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from circuitatlas import names
-from circuitatlas.errors import IngestError
+from circuitatlas import checks, lifecycle, names
+from circuitatlas.errors import IngestError, InvalidInput
 from circuitatlas.ingest import rows
 from circuitatlas.ingest.graphtypes import LayerGraph
 from circuitatlas.queries import cypher
@@ -44,6 +46,15 @@ class IngestOptions:
     top_k_per_neuron: int | None = None
     batch_size: int = 20_000  # edges per transaction
     workers: int = 2  # concurrent write transactions
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_l2", checks.real("min_l2", self.min_l2, 0.0))
+        if self.top_k_per_neuron is not None:
+            object.__setattr__(self, "top_k_per_neuron", checks.whole("top_k_per_neuron", self.top_k_per_neuron, 1))
+        for name in ("batch_size", "workers"):
+            object.__setattr__(self, name, checks.whole(name, getattr(self, name), 1))
+        if not (self.direct or self.expanded):
+            raise InvalidInput("an ingest stores direct or expanded edges, or both")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,9 @@ class WriteJob:
     progress: Progress = field(default_factory=Progress)  # None is taken for the default
 
     def __post_init__(self) -> None:
+        names.check_model_id(self.model)
+        for layer in self.graph.layers:
+            names.check_layer_name(layer)
         if self.progress is None:  # callers pass their optional progress straight on
             object.__setattr__(self, "progress", Progress())
 
@@ -107,6 +121,12 @@ class WriteJob:
         if part.rel_type != "WEIGHT":
             return None
         return self.strongest["in"][part.dst], self.strongest["out"][src]
+
+    @property
+    def expected(self) -> lifecycle.PartCounts:
+        """What the graph holds when this job is written: neurons per layer, each edge part's target."""
+        return lifecycle.PartCounts({name: info.channels for name, info in self.graph.layers.items()},
+                                    {p.name: (p.rel_type, p.dst) for p in self.parts if p.rel_type})
 
     @property
     def edges_estimate(self) -> int:
@@ -147,55 +167,33 @@ def check_finite(graph: LayerGraph) -> None:
 
 def write_model(store: Store, job: WriteJob, mode: str = "fresh") -> None:
     """Write ``job``'s graph as model ``job.model``. ``mode``: "fresh" (refuse an existing id),
-    "replace" (drop it first) or "resume" (finish an interrupted ingest of the same plan).
+    "replace" (drop it first) or "resume" (finish an interrupted ingest of the same plan); under
+    the model's lock, checked against the plan before it is marked complete
+    (:mod:`circuitatlas.lifecycle`).
     """
     check_finite(job.graph)
     store.ensure_schema()
-    done = _parts_done(store, job, mode)
-    if done is None:
-        return
-    job.progress.start(sum(p.edges_estimate for p in job.parts if p.name not in done))
-    ids = _NeuronIds(store, job)
-    for part in job.parts:
-        if part.name in done:
-            continue
-        job.progress.part(part.name)
-        if part.name == "nodes":
-            store.delete_model_subgraph(job.model)
-            _write_nodes(store, job)
-        else:
-            _write_edges(store, job, part, ids)
-        store.write(cypher.MARK_PART_DONE, model=job.model, part=part.name)
-    store.write(cypher.MARK_COMPLETE, model=job.model)
-
-
-def _parts_done(store: Store, job: WriteJob, mode: str) -> set[str] | None:
-    """The parts an earlier run of ``job`` committed (None: it is complete and ``mode`` is
-    "resume"); creates the Model node when there is none to continue."""
-    model = job.model
-    existing = store.read(cypher.MODEL_PLAN, model=model)
-    done: set[str] = set()
-    if existing:
-        status = existing[0]["status"]
-        if mode == "replace":
-            store.drop_model(model)
-        elif mode == "resume":
-            if status == "complete":
-                return None
-            if existing[0]["plan"] != job.plan:
-                raise IngestError(f"model {model!r} was started with other layers or options; use --replace")
-            done = set(existing[0]["parts_done"] or [])
-        elif status == "complete":
-            raise IngestError(f"model {model!r} is already in the graph; pass --replace to overwrite it")
-        else:
-            raise IngestError(
-                f"an earlier ingest of {model!r} did not finish (status {status!r}); "
-                "re-run with --resume to finish it, or --replace to start over"
-            )
-    if not existing or mode == "replace":
-        store.write(cypher.CREATE_MODEL, model=model, plan=job.plan, observation_layers=job.graph.observation_layers,
-                    input_size=list(job.graph.input_shape), **job.meta)
-    return done
+    props = {"observation_layers": job.graph.observation_layers, "input_size": list(job.graph.input_shape), **job.meta}
+    with lifecycle.ingesting(store, job.model, mode, job.plan, props) as begun:
+        if begun is None:
+            return
+        lock, done = begun
+        if "nodes" not in done:  # new nodes: every edge part is written again
+            done = set()
+        job.progress.start(sum(p.edges_estimate for p in job.parts if p.name not in done))
+        ids = _NeuronIds(store, job)
+        for part in job.parts:
+            if part.name in done:
+                continue
+            job.progress.part(part.name)
+            if part.name == "nodes":
+                store.delete_model_subgraph(job.model)
+                _write_nodes(store, job)
+                edges = 0
+            else:
+                edges = _write_edges(store, job, part, ids, lock)
+            lock.write(cypher.MARK_PART_DONE, part=part.name, edges=edges)
+        lifecycle.verify(store, lock, job.expected)
 
 
 class _NeuronIds:
@@ -215,17 +213,25 @@ class _NeuronIds:
         return self.by_layer[layer]
 
 
-def _write_edges(store: Store, job: WriteJob, part: Part, ids: _NeuronIds) -> None:
-    """One edge part: what a killed run left of it is deleted first."""
+def _write_edges(store: Store, job: WriteJob, part: Part, ids: _NeuronIds, lock: lifecycle.ModelLock) -> int:
+    """One edge part (what a killed run left of it is deleted first); returns the edges written.
+    Stops when the model's lock was taken over."""
     options = job.options
     store.run_autocommit(cypher.delete_incoming_edges(part.rel_type), model=job.model, layer=part.dst,
                          batch=10_000)
     query = cypher.create_edges(part.rel_type)
+
+    def committed(n: int) -> None:
+        lock.check()
+        job.progress.edges(n)
+
+    written = 0
     for src, out_idx, in_idx, kernels in job.edge_blocks(part):
         edge_rows = rows.kernel_rows(ids(src), ids(part.dst), out_idx, in_idx, kernels,
                                      options.min_l2, options.top_k_per_neuron, job.maxima(part, src))
-        store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=job.progress.edges,
-                         weight=_edge_count, workers=options.workers)
+        written += store.write_rows(query, edge_rows, batch_size=options.batch_size, on_batch=committed,
+                                    weight=_edge_count, workers=options.workers)
+    return written
 
 
 def _edge_count(row: dict) -> int:

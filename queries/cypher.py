@@ -44,8 +44,6 @@ ANY_NODE = "MATCH (n) RETURN 1 AS found LIMIT 1"
 
 MODEL_EXISTS = "MATCH (m:Model {id: $model}) RETURN m.status AS status"
 
-MARK_MODEL_STATUS = "MATCH (m:Model {id: $model}) SET m.status = $status"
-
 
 def delete_model_edges(rel_type: str) -> str:
     """Delete one model's edges of a type in server-side batches (auto-commit only)."""
@@ -71,8 +69,6 @@ def delete_incoming_edges(rel_type: str) -> str:
     )
 
 
-DELETE_MODEL_NODE = "MATCH (m:Model {id: $model}) DETACH DELETE m"
-
 DELETE_EVERYTHING = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS"
 
 # a store's own running transactions (tagged by it with metadata), and ending them
@@ -85,10 +81,83 @@ TERMINATE_TRANSACTIONS = "TERMINATE TRANSACTIONS $ids"
 SERVER_COMPONENTS = "CALL dbms.components() YIELD name, versions, edition RETURN name, versions[0] AS version, edition"
 
 # -- ingest -------------------------------------------------------------------------------------
+# -- model lifecycle (circuitatlas/lifecycle.py): states, one writer at a time, the final check ---
+# the Model node of a new ingest, created with its writer's lock; an id that exists is matched, not
+# changed (MERGE under the uniqueness constraint: of two racing creators one creates, one matches)
 CREATE_MODEL = """
-CREATE (m:Model {id: $model, arch: $arch, source: $source, weights: $weights, status: 'ingesting',
-                 created: datetime(), input_size: $input_size, observation_layers: $observation_layers,
-                 plan: $plan, parts_done: []})
+MERGE (m:Model {id: $model})
+ON CREATE SET m += $props, m.status = 'ingesting', m.created = datetime(), m.parts_done = [], m.part_edges = [],
+              m.lock_owner = $owner, m.lock_op = $op, m.lock_heartbeat = timestamp()
+RETURN coalesce(m.lock_owner = $owner, false) AS ours, m.status AS status, m.lock_owner AS holder, m.lock_op AS op,
+       timestamp() - m.lock_heartbeat AS age_ms
+"""
+
+# the node's write lock first (a property set and removed), then the lock's fields read: two racing
+# takers are serialised and the second sees the first's owner
+TAKE_MODEL_LOCK = """
+MATCH (m:Model {id: $model})
+SET m.lock_probe = true
+REMOVE m.lock_probe
+WITH m, m.lock_owner AS holder, timestamp() - m.lock_heartbeat AS age_ms
+WITH m, holder, age_ms, holder IS NULL OR holder = $owner OR holder IN $dead OR age_ms > $stale_ms AS free
+FOREACH (_ IN CASE WHEN free THEN [1] ELSE [] END |
+  SET m.lock_owner = $owner, m.lock_op = $op, m.lock_heartbeat = timestamp())
+RETURN free AS ours, holder, m.lock_op AS op, age_ms, m.status AS status, m.plan AS plan, m.parts_done AS parts_done
+"""
+
+MODEL_LOCK = """
+MATCH (m:Model {id: $model})
+RETURN m.lock_owner AS holder, m.lock_op AS op, timestamp() - m.lock_heartbeat AS age_ms, m.status AS status
+"""
+
+LOCK_HEARTBEAT = "MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner SET m.lock_heartbeat = timestamp()"
+
+RELEASE_MODEL_LOCK = """
+MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner REMOVE m.lock_owner, m.lock_op, m.lock_heartbeat
+"""
+
+# a model's status changed by its lock's owner only (0 properties set: the lock was lost)
+SET_LOCKED_STATUS = "MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner SET m.status = $status"
+
+# a replace keeps the Model node (and its lock) and starts it again as a new ingest
+RESTART_MODEL = """
+MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner
+SET m = $props, m.id = $model, m.status = 'ingesting', m.created = datetime(), m.parts_done = [],
+    m.part_edges = [], m.lock_owner = $owner, m.lock_op = $op, m.lock_heartbeat = timestamp()
+"""
+
+DELETE_LOCKED_MODEL_NODE = "MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner DETACH DELETE m"
+
+# a part committed, with the edges it wrote (the final check compares them with the graph)
+MARK_PART_DONE = """
+MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner
+SET m.parts_done = m.parts_done + [$part], m.part_edges = coalesce(m.part_edges, []) + [$edges]
+"""
+
+# parts that disagree with the graph, recorded as not done (a resume writes them again)
+UNMARK_PARTS = """
+MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner
+WITH m, [i IN range(0, size(m.parts_done) - 1) WHERE NOT m.parts_done[i] IN $parts] AS keep
+SET m.parts_done = [i IN keep | m.parts_done[i]], m.part_edges = [i IN keep | m.part_edges[i]]
+"""
+
+MARK_COMPLETE = """
+MATCH (m:Model {id: $model}) WHERE m.lock_owner = $owner SET m.status = 'complete', m.completed = datetime()
+"""
+
+MODEL_RECORD = "MATCH (m:Model {id: $model}) RETURN m.parts_done AS parts_done, m.part_edges AS part_edges"
+
+# what the graph holds of a model, layer by layer, for the final check
+MODEL_COUNTS = """
+MATCH (m:Model {id: $model})
+CALL (m) { MATCH (m)-[:HAS_LAYER]->(l:Layer) RETURN collect(l.name) AS layers }
+CALL (m) {
+  MATCH (n:Neuron {model: m.id})
+  WITH n.layer AS layer, count(n) AS neurons, sum(COUNT { (:Layer)-[:HAS_NEURON]->(n) }) AS owned,
+       sum(COUNT { (n)<-[:WEIGHT]-() }) AS weight, sum(COUNT { (n)<-[:EXPANDED]-() }) AS expanded
+  RETURN collect({layer: layer, neurons: neurons, owned: owned, WEIGHT: weight, EXPANDED: expanded}) AS counts
+}
+RETURN layers, counts
 """
 
 MODEL_PLAN = "MATCH (m:Model {id: $model}) RETURN m.status AS status, m.plan AS plan, m.parts_done AS parts_done"
@@ -145,9 +214,6 @@ MATCH (n:Neuron {uid: row.uid})
 SET n += row.props
 """
 
-MARK_PART_DONE = "MATCH (m:Model {id: $model}) SET m.parts_done = m.parts_done + [$part]"
-
-MARK_COMPLETE = "MATCH (m:Model {id: $model}) SET m.status = 'complete', m.completed = datetime()"
 
 def read_edges(rel_type: str) -> str:
     """One row per target neuron with all its inputs from one source layer (fewer, larger rows

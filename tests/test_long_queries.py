@@ -70,3 +70,33 @@ def test_an_interrupted_command_leaves_no_transaction(connection, cli_env):
                 process.kill()
         assert process.returncode != 0 and "Traceback" not in output
         assert _gone(store, marker), "the interrupted command's query still runs in the server"
+
+
+def _raising(code: str, times: int, calls: list) -> object:
+    """A transaction function that fails with the server error ``code`` its first ``times`` calls."""
+    from neo4j.exceptions import Neo4jError
+
+    def work(tx):
+        calls.append(1)
+        tx.run("RETURN 1").consume()
+        if len(calls) <= times:
+            raise Neo4jError._hydrate_neo4j(code=code, message="raised by the test")  # the driver's own factory
+        return "done"
+
+    return work
+
+
+def test_a_memory_error_is_not_retried_and_other_transient_errors_are(atlas):
+    """The driver retries every TransientError for 30 s; running out of memory would only happen
+    again, so it ends at once with a one-line QueryError (the deadlock beside it is retried)."""
+    store = atlas.store
+    calls: list = []
+    with pytest.raises(QueryError, match="out of memory.*not retried"):
+        with store._guarded(), store.session() as session:
+            session.execute_write(store._unit(_raising("Neo.TransientError.General.TransactionMemoryLimit", 5, calls)))
+    assert len(calls) == 1
+    calls.clear()
+    with store._guarded(), store.session() as session:
+        assert session.execute_write(store._unit(_raising("Neo.TransientError.Transaction.DeadlockDetected", 1,
+                                                          calls))) == "done"
+    assert len(calls) == 2

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from circuitatlas.cli import main
 from circuitatlas.errors import NotFound, QueryError
+from circuitatlas.lifecycle import drop_model
 from circuitatlas.queries import cypher
 
 
@@ -89,7 +90,7 @@ def test_models_counts_and_drop_in_batches(atlas):
     assert summary["fake"].neurons == g.number_of_nodes()
     assert summary["fake"].weight_edges == g.number_of_edges()
     assert summary["fake"].layers == 4
-    atlas.store.drop_model("fake", batch=97)  # many small server-side batches
+    drop_model(atlas.store, "fake", batch=97)  # many small server-side batches
     assert [m.id for m in atlas.models()] == ["other"]
     assert atlas.cypher("MATCH (n {model: 'fake'}) RETURN count(n) AS n") == [{"n": 0}]
     assert atlas.cypher("MATCH (:Neuron {model: 'other'})-[r]->() RETURN count(r) AS n") == [

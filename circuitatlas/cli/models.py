@@ -10,6 +10,7 @@ import click
 
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import ProgressBar, echo_json, echo_table
+from circuitatlas.cli.ranges import FiniteRange
 
 
 @click.command("models")
@@ -75,7 +76,7 @@ def _plan_summary(plan: Any) -> str:
 
 @click.command("ingest")
 @click.argument("source")
-@click.option("--name", required=True, help="Model id in the graph.")
+@click.option("--name", required=True, help="Model id in the graph: letters, digits and . _ - + @ (at most 100).")
 @click.option("--weights", help="torchvision/timm weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (seeded "
               "random, the default). inceptionv1: the published weights (downloaded once, the default), none, or "
               "the path of a local copy.")
@@ -87,19 +88,23 @@ def _plan_summary(plan: Any) -> str:
 @click.option("--lenient", is_flag=True, help="Skip unsupported ops with a warning instead of failing.")
 @click.option("--no-direct", is_flag=True, help="Do not store direct WEIGHT edges.")
 @click.option("--no-expanded", is_flag=True, help="Do not store EXPANDED edges.")
-@click.option("--min-l2", default=0.0, show_default=True, help="Drop edges whose kernel l2 norm is below this.")
-@click.option("--top-k-per-neuron", type=int, help="Keep only the k strongest inputs of each neuron (per source layer).")
+@click.option("--min-l2", default=0.0, type=FiniteRange(min=0.0), show_default=True,
+              help="Drop edges whose kernel l2 norm is below this.")
+@click.option("--top-k-per-neuron", type=click.IntRange(min=1),
+              help="Keep only the k strongest inputs of each neuron (per source layer).")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole module (runs code from the file).")
 @click.option("--bulk", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Offline neo4j-admin import into an empty local server (auto: for 500k+ edges).")
+@click.option("--force", is_flag=True, help="Trace an input size whose activations look larger than the memory "
+              "available (refused otherwise).")
 @click.option("--dry-run", is_flag=True, help="Print what would be stored (layers, neurons, edges, store size, "
               "time) and write nothing; needs no server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str | None, input_size: str,
                layers: str | None, replace: bool, resume: bool, lenient: bool, no_direct: bool, no_expanded: bool,
-               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, dry_run: bool,
-               as_json: bool) -> None:
+               min_l2: float, top_k_per_neuron: int | None, trust_pickle: bool, bulk: str, force: bool,
+               dry_run: bool, as_json: bool) -> None:
     """Ingest a network: a torchvision name, inceptionv1, a checkpoint file, or a built-in architecture."""
     try:
         size = tuple(int(x) for x in input_size.split(","))
@@ -113,7 +118,7 @@ def ingest_cmd(obj: CliContext, source: str, name: str, weights: str, arch: str 
         job = IngestJob.of(weights=weights, arch=arch, input_size=size, layers=layers.split(",") if layers else None,
                            replace=replace, resume=resume, lenient=lenient, direct=not no_direct,
                            expanded=not no_expanded, min_l2=min_l2, top_k_per_neuron=top_k_per_neuron,
-                           trust_pickle=trust_pickle, bulk=bulk)
+                           trust_pickle=trust_pickle, bulk=bulk, force=force)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
     if dry_run:

@@ -14,6 +14,7 @@ from circuitatlas.ingest.pipeline import ingest as run_pipeline
 from circuitatlas.ingest.plan import IngestPlan, plan_ingest
 from circuitatlas.ingest.sources import layer_aliases, load_model
 from circuitatlas.ingest.writer import Progress
+from circuitatlas.names import check_model_id
 from circuitatlas.queries.aliases import store_aliases
 from circuitatlas.store import ModelSummary, Store
 
@@ -40,7 +41,9 @@ def ingest(store: Store, source: str | nn.Module, name: str, job: IngestJob,
 def dry_run(source: str | nn.Module, name: str, job: IngestJob) -> IngestPlan:
     """What ingesting ``source`` as ``name`` with ``job`` would store (layers, neurons, direct and
     expanded edges, store size and time), without writing anything or needing a server."""
+    check_model_id(name)
     job = _canonical_layers(source, job)
     loaded = load_model(source, weights=job.weights, arch=job.arch, trust_pickle=job.trust_pickle)
-    graph = build_layer_graph(loaded.module, job.input_size, job.layers, lenient=job.lenient)
+    graph = build_layer_graph(loaded.module, job.input_size, job.layers, lenient=job.lenient,
+                              force=job.force)
     return plan_ingest(graph, job.edges, name, loaded.arch)
