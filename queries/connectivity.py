@@ -3,11 +3,12 @@ tables, common inputs and outputs and similar units (paths and circuits: :mod:`.
 list of uids), returns plain tables (lists of dicts, numpy arrays, networkx graphs), and has a
 ``timeout`` (seconds for the whole call, enforced by the server) and a row ``limit``.
 
-Relative strength (computed at query time; the Cypher fragments ``strongest_input`` and
-``strongest_output`` of :mod:`circuitatlas.queries.cypher` are the one place to read stored
-values instead): ``rel_in`` of an edge is its ``sum`` over the largest |sum| among its target's
-inputs of that kind, ``rel_out`` its ``sum`` over the largest |sum| among its source's outputs.
-Both are signed and lie in [-1, 1].
+Relative strength, read from what ingest stored on every edge (no scan of a neuron's other
+edges at query time): ``rel_in`` of an edge is its ``sum`` over the largest |sum| among its
+target's inputs of that kind, ``rel_out`` its ``sum`` over the largest |sum| among its source's
+outputs. Both are signed here (the stored values are unsigned) and lie in [-1, 1]. For a model
+ingested with pruning (``min_l2``, ``top_k_per_neuron``) the largest is the network's, before
+pruning, and ``min_rel`` filters on it.
 
 A table that reaches its ``limit`` is cut there (strongest rows first) and a :class:`Truncated`
 warning says so; :func:`paths`, which cannot be answered from part of its subgraph, raises instead.

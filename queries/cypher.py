@@ -42,8 +42,6 @@ ORDER BY id
 
 ANY_NODE = "MATCH (n) RETURN 1 AS found LIMIT 1"
 
-MODEL_EXISTS = "MATCH (m:Model {id: $model}) RETURN m.status AS status"
-
 
 def delete_model_edges(rel_type: str) -> str:
     """Delete one model's edges of a type in server-side batches (auto-commit only)."""
@@ -159,8 +157,6 @@ CALL (m) {
 }
 RETURN layers, counts
 """
-
-MODEL_PLAN = "MATCH (m:Model {id: $model}) RETURN m.status AS status, m.plan AS plan, m.parts_done AS parts_done"
 
 CREATE_LAYERS = """
 MATCH (m:Model {id: $model})
@@ -367,20 +363,16 @@ def unit_map(var: str) -> str:
 
 
 def strongest_input(rel_type: str, var: str) -> str:
-    """A subquery that binds ``<var>_in``: the largest |sum| among ``var``'s inputs of a type, the
-    denominator of ``rel_in``. (Once ingest stores relative strengths, this is the place to read them.)"""
+    """A subquery that binds ``<var>_in``: the largest |sum| among ``var``'s inputs of a type (0
+    when it has none): read off any one input as |sum| / rel_in, the stored relative strength."""
     assert rel_type in EDGE_TYPES
-    return f"CALL ({var}) {{ MATCH ()-[z:{rel_type}]->({var}) RETURN max(abs(z.sum)) AS {var}_in }}"
+    return (f"CALL ({var}) {{ OPTIONAL MATCH ()-[z:{rel_type}]->({var}) WHERE z.rel_in > 0 "
+            f"WITH z LIMIT 1 RETURN coalesce(abs(z.sum) / z.rel_in, 0.0) AS {var}_in }}")
 
 
-def strongest_output(rel_type: str, var: str) -> str:
-    """A subquery that binds ``<var>_out``: the largest |sum| among ``var``'s outputs of a type (``rel_out``)."""
-    assert rel_type in EDGE_TYPES
-    return f"CALL ({var}) {{ MATCH ({var})-[z:{rel_type}]->() RETURN max(abs(z.sum)) AS {var}_out }}"
-
-
-def _ratio(value: str, strongest: str) -> str:
-    return f"{value} / CASE WHEN {strongest} > 0 THEN {strongest} ELSE 1.0 END"
+def _signed(r: str, side: str) -> str:
+    """The signed relative strength of edge ``r`` from its stored, unsigned ``rel_in``/``rel_out``."""
+    return f"sign({r}.sum) * {r}.{side}"
 
 
 # ``$sign``: 1 keeps excitatory edges, -1 inhibitory ones, 0 both
@@ -401,18 +393,10 @@ def adjacency_query(rel_type: str, source_where: str, target_where: str, kernels
     kernel = ", r.kernel AS kernel, r.kh AS kh, r.kw AS kw" if kernels else ""
     return f"""
 MATCH (a:Neuron)-[r:{rel_type}]->(b:Neuron)
-WHERE {source_where} AND {target_where} AND abs(r.sum) >= $min_abs AND {_SIGN.format(r='r')}
-WITH b, collect([a, r]) AS incoming
-{strongest_input(rel_type, 'b')}
-UNWIND incoming AS pair
-WITH b, b_in, pair[0] AS a, pair[1] AS r
-WHERE abs(r.sum) >= $min_rel * b_in
-WITH a, collect([b, r, b_in]) AS outgoing
-{strongest_output(rel_type, 'a')}
-UNWIND outgoing AS triple
-WITH a, a_out, triple[0] AS b, triple[1] AS r, triple[2] AS b_in
-RETURN a.uid AS source, b.uid AS target, r.sum AS sum, r.l2 AS l2, {_ratio('r.sum', 'b_in')} AS rel_in,
-       {_ratio('r.sum', 'a_out')} AS rel_out{kernel}
+WHERE {source_where} AND {target_where} AND abs(r.sum) >= $min_abs AND r.rel_in >= $min_rel
+      AND {_SIGN.format(r='r')}
+RETURN a.uid AS source, b.uid AS target, r.sum AS sum, r.l2 AS l2, {_signed('r', 'rel_in')} AS rel_in,
+       {_signed('r', 'rel_out')} AS rel_out{kernel}
 ORDER BY abs(sum) DESC, source, target LIMIT $limit
 """
 
@@ -423,17 +407,15 @@ def common_query(rel_type: str, where: str, side: str) -> str:
     $min_rel of it, shared by at least $min_shared of them (all when null)."""
     assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
     pattern = f"(p)-[r:{rel_type}]->(u)" if side == "inputs" else f"(u)-[r:{rel_type}]->(p)"
-    strongest, bound = (strongest_input(rel_type, "u"), "u_in") if side == "inputs" else \
-        (strongest_output(rel_type, "u"), "u_out")
+    rel = "rel_in" if side == "inputs" else "rel_out"
     return f"""
 MATCH (u:Neuron) WHERE {where}
 WITH collect(u) AS units
 WITH units, coalesce($min_shared, size(units)) AS needed
 UNWIND units AS u
-{strongest}
 MATCH {pattern}
-WHERE r.sum <> 0 AND abs(r.sum) >= $min_rel * {bound} AND {_SIGN.format(r='r')}
-WITH p, needed, collect({{unit: u.uid, sum: r.sum, rel: {_ratio('r.sum', bound)}}}) AS links
+WHERE r.sum <> 0 AND r.{rel} >= $min_rel AND {_SIGN.format(r='r')}
+WITH p, needed, collect({{unit: u.uid, sum: r.sum, rel: {_signed('r', rel)}}}) AS links
 WHERE size(links) >= needed
 WITH p, links, reduce(s = 0.0, link IN links | s + abs(link.rel)) AS strength
 RETURN {unit_map('p')} AS unit, links, strength
@@ -498,11 +480,10 @@ def circuit_step(rel_type: str, kernels: bool) -> str:
     return f"""
 UNWIND $uids AS uid
 MATCH (b:Neuron {{uid: uid}})
-{strongest_input(rel_type, 'b')}
 MATCH (a)-[r:{rel_type}]->(b)
-WHERE r.sum <> 0 AND abs(r.sum) >= $min_rel * b_in AND {_SIGN.format(r='r')}
-WITH uid, b_in, a, r ORDER BY abs(r.sum) / b_in DESC LIMIT $limit
-RETURN uid AS target, b_in, collect(a.uid) AS sources,
+WHERE r.sum <> 0 AND r.rel_in >= $min_rel AND {_SIGN.format(r='r')}
+WITH uid, a, r ORDER BY r.rel_in DESC LIMIT $limit
+RETURN uid AS target, max(abs(r.sum) / r.rel_in) AS b_in, collect(a.uid) AS sources,
        collect([r.sum, r.l1, r.l2, r.max, r.min, r.kh, r.kw]) AS stats,
        {"collect(r.kernel)" if kernels else "[]"} AS kernels
 """
