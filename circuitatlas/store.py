@@ -440,11 +440,6 @@ class Store(Closing):
     def models(self) -> list[ModelSummary]:
         return [ModelSummary(**row) for row in self.read(cypher.LIST_MODELS)]
 
-    def model_status(self, model: str) -> str | None:
-        """The model's ``status`` property; None when no such model exists."""
-        rows = self.read(cypher.MODEL_EXISTS, model=model)
-        return rows[0]["status"] if rows else None
-
     def delete_model_subgraph(self, model: str, batch: int = 10_000) -> None:
         """Delete a model's edges, neurons and layers (its Model node stays)."""
         for rel_type in cypher.EDGE_TYPES:

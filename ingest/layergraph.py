@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from circuitatlas.errors import IngestError
 from circuitatlas.ingest.graphtypes import (
@@ -26,7 +24,7 @@ from circuitatlas.ingest.graphtypes import (
     Source,
     WeightLayer,
 )
-from circuitatlas.ingest.memory import check_input_memory
+from circuitatlas.ingest.memory import check_input_memory, record_shapes
 from circuitatlas.ingest.provenance import node_shape
 from circuitatlas.ingest.tracestate import TraceState, module_output
 
@@ -42,15 +40,18 @@ def trace(model: nn.Module, input_size: tuple[int, int, int], force: bool = Fals
         gm = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds; the message is what matters
         raise IngestError(f"torch.fx cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from None
-    check_input_memory(gm, input_size, force)
-    example = torch.zeros(1, *input_size)
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
-    except Exception as exc:
-        raise IngestError(
-            f"{type(model).__name__} does not run on input size {tuple(input_size)}: {str(exc).splitlines()[0]}"
-        ) from None
+    try:  # shapes from fake tensors: seconds less than a real forward pass on a large network
+        needed: int | None = record_shapes(gm, input_size)
+    except Exception:  # an op fake tensors cannot run: the real pass below records the shapes
+        needed = None
+    check_input_memory(needed, input_size, force)
+    if needed is None:
+        try:
+            record_shapes(gm, input_size, fake=False)
+        except Exception as exc:
+            raise IngestError(
+                f"{type(model).__name__} does not run on input size {tuple(input_size)}: {str(exc).splitlines()[0]}"
+            ) from None
     return gm
 
 

@@ -1,54 +1,81 @@
-"""How much memory an ingest's tracing will take at an input size, against what the machine has.
+"""Shapes of a traced network at an input size, and how much memory its ingest will take against
+what the machine has.
 
-The activations of one forward pass are worked out from shapes alone (fake tensors: nothing is
-computed or allocated); tracing holds them, and the windows of expanded weights hold them with
+Shapes are recorded by one run with fake tensors (nothing is computed or allocated), which also
+gives the bytes of one forward pass's activations; tracing holds them, and the windows of expanded weights hold them with
 their gradients, so an ingest needs about :data:`ACTIVATION_FACTOR` times their bytes. Available
 memory is the least of the kernel's ``MemAvailable``, the cgroup's limit and ``RLIMIT_AS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
 
 import torch
 from torch import fx
+from torch.fx.passes.shape_prop import (
+    _extract_tensor_metadata,  # ShapeProp's own, kept as it is
+)
 
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["ACTIVATION_FACTOR", "activation_bytes", "available_bytes", "check_input_memory"]
+__all__ = ["ACTIVATION_FACTOR", "ShapeRecorder", "record_shapes", "activation_bytes", "available_bytes",
+           "check_input_memory"]
 
 ACTIVATION_FACTOR = 2.0
 SHARE = 0.8  # of the available memory an ingest may plan to use
 
 
-class _Sizes(fx.Interpreter):
-    """Runs a graph and adds up the bytes of every tensor it makes."""
+class ShapeRecorder(fx.Interpreter):
+    """Runs a graph, records each node's tensor metadata in ``node.meta["tensor_meta"]`` (as
+    torch's ShapeProp does, without printing a traceback when a node fails) and adds up the bytes
+    of every tensor made (``nbytes``)."""
 
-    total = 0
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.nbytes = 0
 
     def run_node(self, node: fx.Node) -> object:
         value = super().run_node(node)
-        for leaf in torch.utils._pytree.tree_leaves(value):
-            if isinstance(leaf, torch.Tensor):
-                self.total += leaf.numel() * leaf.element_size()
+        found = False
+
+        def metadata(obj: object) -> object:
+            nonlocal found
+            if not isinstance(obj, torch.Tensor):
+                return obj
+            found = True
+            self.nbytes += obj.numel() * obj.element_size()
+            return _extract_tensor_metadata(obj)
+
+        meta = fx.node.map_aggregate(value, metadata)
+        if found:
+            node.meta["tensor_meta"] = meta
         return value
 
 
-def activation_bytes(gm: fx.GraphModule, input_size: tuple[int, int, int]) -> int | None:
-    """Bytes of every value of one forward pass of ``gm`` on a (1, C, H, W) input, from shapes
-    propagated with fake tensors; None when the fake run fails (the real run will say why)."""
+def record_shapes(gm: fx.GraphModule, input_size: tuple[int, int, int], fake: bool = True) -> int:
+    """Record every node's shape for a (1, C, H, W) input and return the bytes of one forward
+    pass's values. ``fake``: with torch's fake tensors (shapes only, nothing computed or
+    allocated); otherwise a real forward pass. Raises what the run raises."""
     from torch._subclasses.fake_tensor import (
         FakeTensorMode,  # torch's own shape-only tensors
     )
 
-    sizes = _Sizes(gm)
+    recorder = ShapeRecorder(gm)
+    with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext(), torch.no_grad():
+        recorder.run(torch.zeros(1, *input_size))
+    return recorder.nbytes
+
+
+def activation_bytes(gm: fx.GraphModule, input_size: tuple[int, int, int]) -> int | None:
+    """Bytes of every value of one forward pass of ``gm`` on a (1, C, H, W) input, from a fake run
+    (shapes are recorded on the way); None when the fake run fails."""
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
-            sizes.run(torch.empty(1, *input_size))
+        return record_shapes(gm, input_size)
     except Exception:
         return None
-    return sizes.total
 
 
 def _meminfo_available() -> int | None:
@@ -91,14 +118,12 @@ def available_bytes() -> int | None:
     return max(0, min(known)) if known else None
 
 
-def check_input_memory(gm: fx.GraphModule, input_size: tuple[int, int, int], force: bool = False) -> None:
-    """InvalidInput when tracing ``gm`` at ``input_size`` would need more than SHARE of the
-    available memory (``force`` skips the check)."""
-    if force:
-        return
-    needed = activation_bytes(gm, input_size)
+def check_input_memory(needed: int | None, input_size: tuple[int, int, int], force: bool = False) -> None:
+    """InvalidInput when ``needed`` bytes of activations (one forward pass, see
+    :func:`activation_bytes`) at ``input_size`` would take more than SHARE of the available
+    memory once ACTIVATION_FACTOR is applied (``force`` or an unknown ``needed`` skips the check)."""
     room = available_bytes()
-    if needed is None or room is None:
+    if force or needed is None or room is None:
         return
     needed = int(needed * ACTIVATION_FACTOR)
     if needed > SHARE * room:
