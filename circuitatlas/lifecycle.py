@@ -38,10 +38,9 @@ from circuitatlas.ports import pid_alive
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["STATES", "HEARTBEAT_S", "STALE_S", "ModelLock", "LockHeld", "ingesting", "check_can_begin", "drop_model",
+__all__ = ["HEARTBEAT_S", "STALE_S", "ModelLock", "LockHeld", "ingesting", "check_can_begin", "drop_model",
            "verify", "PartCounts"]
 
-STATES = ("ingesting", "complete", "dropping")
 HEARTBEAT_S = 10.0
 STALE_S = 90.0  # a heartbeat this old means its owner is gone (nine beats missed)
 _HOST = socket.gethostname()

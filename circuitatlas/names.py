@@ -39,17 +39,21 @@ def check_model_id(model: object) -> str:
     'resnet50-seed.1'
     """
     if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
-        shown = repr(model) if len(repr(model)) <= 60 else repr(model)[:57] + "..."
-        raise InvalidInput(f"model id {shown} is not valid: use {MODEL_ID_RULE}")
+        raise InvalidInput(f"model id {_shown(model)} is not valid: use {MODEL_ID_RULE}")
     return model
 
 
 def check_layer_name(layer: str) -> str:
     """``layer`` when it is a name a layer can have (letters, digits, ``_ . + -``, no ``..``)."""
     if not _LAYER_NAME.fullmatch(layer) or ".." in layer:
-        shown = repr(layer) if len(repr(layer)) <= 60 else repr(layer)[:57] + "..."
-        raise InvalidInput(f"layer name {shown} is not valid: use letters, digits and _ . + - (no '..')")
+        raise InvalidInput(f"layer name {_shown(layer)} is not valid: use letters, digits and _ . + - (no '..')")
     return layer
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut to 60 characters, for an error message about a hostile name."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def layer_uid(model: str, layer: str) -> str:
