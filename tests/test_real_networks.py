@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
 
 import numpy as np
 import pytest
@@ -54,14 +56,50 @@ def _direct(graph, layer):
     return {src: (o, i, k) for src, o, i, k in rows.direct_blocks(graph.weight_layers[layer])}
 
 
-def test_every_torchvision_cnn_traces_and_plans():
-    """Each classification CNN torchvision lists (a new one included) builds its layer graph at
-    its default input size, and its direct edges are at most the weight pairs plus one per
-    summand channel: the residual stream does not multiply edges."""
+_SIZE_WORDS = {"tiny": 0, "small": 1, "s": 1, "base": 2, "m": 2, "large": 3, "l": 3}
+
+
+def _family(name: str) -> str:
+    """The architecture family of a torchvision name: sizes, widths and depths stripped
+    (``resnet50`` -> ``resnet``, ``regnet_y_1_6gf`` -> ``regnet_y``), versions kept."""
+    key = re.sub(r"_(tiny|small|base|large|[sml])$", "", name)
+    key = re.sub(r"(_\d+)*(mf|gf)$", "", key)
+    key = re.sub(r"_x\d_\d$|_\d+x\d+d$|_\d+$", "", key)
+    return key if re.search(r"_v\d$", key) else re.sub(r"(?<=[a-z])\d+", "", key)
+
+
+def _size(name: str) -> float:
+    """An order of a family's members by size: the size word, else the flops or depth in the name."""
+    word = name.rsplit("_", 1)[-1]
+    if word in _SIZE_WORDS:
+        return _SIZE_WORDS[word]
+    flops = re.search(r"(\d+(?:_\d+)?)(mf|gf)$", name)
+    if flops:
+        return float(flops[1].replace("_", ".")) * (1e-3 if flops[2] == "mf" else 1.0)
+    digits = re.findall(r"\d+", name)
+    return float(digits[0]) if digits else 0.0
+
+
+def _walked() -> list[str]:
+    """The smallest member of every family (a family torchvision adds is walked too), and the
+    bottleneck ResNet; ``CIRCUITATLAS_WALK_ALL=1`` walks every CNN (68 today, about 4 minutes)."""
     names = _cnn_names()
-    assert len(names) >= 68
-    failures = {}
+    if os.environ.get("CIRCUITATLAS_WALK_ALL") == "1":
+        return names
+    families: dict[str, list[str]] = {}
     for name in names:
+        families.setdefault(_family(name), []).append(name)
+    return sorted({min(members, key=lambda n: (_size(n), n)) for members in families.values()} | {"resnet50"})
+
+
+def test_every_torchvision_cnn_family_traces_and_plans():
+    """Each classification CNN family torchvision lists (a new one included) builds its layer
+    graph at its default input size, and its direct edges are at most the weight pairs plus one
+    per summand channel: the residual stream does not multiply edges."""
+    names = _cnn_names()
+    assert len(names) >= 68 and len({_family(n) for n in names}) >= 19
+    failures = {}
+    for name in _walked():
         size = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
         try:
             graph = build_layer_graph(_random(name), size, force=True)  # the memory check: test_faults.py
@@ -74,6 +112,15 @@ def test_every_torchvision_cnn_traces_and_plans():
             failures[name] = f"{plan.direct_edges} direct edges for {bound} weight pairs + summand channels"
         del graph
     assert not failures, failures
+
+
+def test_family_keys_group_sizes_not_architectures():
+    assert _family("resnet152") == _family("resnet18") == "resnet"
+    assert _family("regnet_y_1_6gf") == _family("regnet_y_128gf") == "regnet_y" != _family("regnet_x_400mf")
+    assert _family("mobilenet_v2") != _family("mobilenet_v3_small") == _family("mobilenet_v3_large")
+    assert _family("efficientnet_b7") != _family("efficientnet_v2_s") and _family("vgg11") != _family("vgg11_bn")
+    assert min(["convnext_large", "convnext_tiny", "convnext_base"], key=_size) == "convnext_tiny"
+    assert min(["regnet_x_8gf", "regnet_x_400mf", "regnet_x_1_6gf"], key=_size) == "regnet_x_400mf"
 
 
 def test_convnext_kernels_carry_layernorm_and_layer_scale():
