@@ -103,6 +103,7 @@ class TuningResult:
     selectivity: np.ndarray  # vector strength: 1 = responds to one angle only, 0 = untuned
     stimulus: str
     params: dict = field(default_factory=dict)
+    period: float = 360.0  # 180 for stimuli that look the same turned half way (lines, gratings)
 
 
 def _device(device: str | torch.device | None, model: nn.Module) -> torch.device:
@@ -145,6 +146,7 @@ def radial_tuning(
     batch: int = 64,
     device: str | torch.device | None = None,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    period: float = 360.0,
     **stimulus_params,
 ) -> TuningResult:
     """Rotate ``stimulus`` (a name in :data:`stimuli.STIMULI` with an ``orientation``) over
@@ -152,7 +154,11 @@ def radial_tuning(
     channel's response there (or its maximum over positions).
 
     ``normalize=(mean, std)`` is applied to the images first (ImageNet models want it).
+    ``period=180`` for stimuli that repeat after half a turn (lines, gratings): preferred angles
+    and selectivity are then taken over doubled angles, preferred angles in [0, 180).
     """
+    if period not in (180.0, 360.0):
+        raise InvalidInput(f"period must be 180 or 360 degrees, not {period!r}")
     n_angles = checks.whole("n_angles", n_angles, 2)
     stimulus_params = checked_stimulus_params(stimulus_params)
     model = model.eval()
@@ -164,6 +170,11 @@ def radial_tuning(
     if fn is None or "orientation" not in fn.__code__.co_varnames:
         raise InvalidInput(f"stimulus {stimulus!r} has no orientation to rotate; "
                          f"choose one of {sorted(n for n, f in stimuli.STIMULI.items() if 'orientation' in f.__code__.co_varnames)}")
+    accepted = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    unknown = sorted(set(stimulus_params) - set(accepted))
+    if unknown:
+        raise InvalidInput(f"stimulus {stimulus!r} takes no {', '.join(unknown)}; it takes "
+                           f"{', '.join(a for a in accepted if a not in ('orientation', 'size'))}")
     params = {"size": size, **stimulus_params}
     if "position" in fn.__code__.co_varnames and "position" not in params:
         params["position"] = (row, col)
@@ -173,10 +184,11 @@ def radial_tuning(
                                                  .to(device)).shape[1]))
     channels = list(channels)
     responses = _responses(model, layer, images, channels, at, max_over_positions, device, batch, normalize)
-    preferred, strength = circular_mean(angles, responses)
-    return TuningResult(layer, channels, angles, responses, preferred, strength, stimulus,
+    preferred, strength = circular_mean(angles * 360.0 / period, responses)
+    return TuningResult(layer, channels, angles, responses, preferred * period / 360.0, strength, stimulus,
                         {**{k: v for k, v in params.items() if k != "position"}, "position": [row, col],
-                         "n_angles": n_angles, "max_over_positions": max_over_positions})
+                         "n_angles": n_angles, "max_over_positions": max_over_positions, "period": period},
+                        float(period))
 
 
 def curvature_tuning(

@@ -13,7 +13,7 @@ from torch import nn
 from circuitatlas import names
 from circuitatlas.analysis.examples import Example
 from circuitatlas.analysis.featurevis import RenderSettings
-from circuitatlas.analysis.motifs import Motif
+from circuitatlas.analysis.motifs import Findings
 from circuitatlas.analysis.tuning import TuningResult
 from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
@@ -176,11 +176,15 @@ class Atlas(Closing):
         a cluster x branch report for sides made of branches; ``plot`` saves a PNG."""
         return svd.run_svd(self.store, model, src_layer, dst_layer, k, kind, plot)
 
-    def annotate_tuning(self, model: str, layer: str, channels: Iterable[int] | None = None, stimulus: str = "curve",
-                        n_angles: int = 64, module: nn.Module | None = None, **stimulus_params) -> TuningResult:
+    def annotate_tuning(self, model: str, layer: str, channels: Iterable[int] | None = None,
+                        stimulus: str | None = None, n_angles: int = 64, module: nn.Module | None = None,
+                        **stimulus_params) -> TuningResult:
         """Radial tuning of a layer's units, stored on each neuron as ``orientation`` (preferred
         angle, degrees), ``orientation_selectivity`` (vector strength) and ``tuning`` (responses
-        over ``tuning_angles``). The network is rebuilt from the graph unless ``module`` is given."""
+        over ``tuning_angles``). With no ``stimulus``, stimulus sizes or channels named, the probe
+        battery (:mod:`circuitatlas.analysis.probes`, 32 angles) is measured and stored on the layer
+        (``probe``, ``probe_battery``) and its neurons (``probe_responses``), and the most selective
+        probe's tuning is stored. The network is rebuilt from the graph unless ``module`` is given."""
         return tuning.annotate_tuning(self.store, model, layer, channels, stimulus, n_angles, module,
                                       **stimulus_params)
 
@@ -212,7 +216,7 @@ class Atlas(Closing):
 
     def find_motifs(self, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200, alpha: float = 0.01,
                     seed: int = 0, stimulus_params: dict | None = None, module: nn.Module | None = None,
-                    **params) -> list[Motif]:
+                    **params) -> Findings:
         """Run a motif detector of :mod:`circuitatlas.analysis.motifs` on stored weights and write
         each finding as ``(:Motif {uid, kind, model, score, p_value, params, layers})`` with
         ``(:Neuron)-[:IN_MOTIF {role, orientation}]->(:Motif)``; re-running the same kind, layers
@@ -220,15 +224,22 @@ class Atlas(Closing):
         ``rotation_equivariance`` [A, B], ``union_over_cases`` [cases, pathways, union],
         ``superposition`` [A, B], ``flip_equivariance`` [A, B, ...] (a chain: each layer's mirror
         pairs map its units for the next; start it at ``input``, whose mirror map is the identity,
-        else the first layer's map comes from its tuning). Neuron tuning is read from the graph or
-        measured with curve stimuli (``stimulus_params``, e.g. ``{"radius": 5}``). Members come
-        back as neuron uids."""
+        else the first layer's map comes from its tuning). Tuning comes from each layer's probe
+        battery (stored, or measured and stored now): the most selective probe, of those with a
+        direction for ``rotation_equivariance``; ``stimulus_params`` name a stimulus instead
+        (``{"stimulus": "edge"}``, ``{"radius": 5}`` for curves). Members come back as neuron
+        uids. The result's ``diagnostics`` say how far each stage got (also stored on a
+        ``(:MotifRun)`` node, :meth:`motif_runs`)."""
         return motifs.find_motifs(self.store, kind, model, layers, n_perm=n_perm, alpha=alpha, seed=seed,
                                   stimulus_params=stimulus_params, module=module, **params)
 
     def motifs(self, model: str) -> list[dict]:
         """Stored motifs of a model with members, roles, scores and p-values."""
         return models.list_motifs(self.store, model)
+
+    def motif_runs(self, model: str) -> list[dict]:
+        """Detector runs of a model, newest first: kind, layers, number found and diagnostics."""
+        return models.motif_runs(self.store, model)
 
     # -- querying without Cypher (circuitatlas.queries.connectivity) -------------------------
     # Units: a Units criteria object, one neuron uid or a list of uids. Every helper has a

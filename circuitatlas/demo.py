@@ -4,6 +4,7 @@ zoo model and a planted network ingested, every analysis run, and where to look.
 from __future__ import annotations
 
 from circuitatlas import artifacts, names
+from circuitatlas.analysis.motifs.runs import explain
 from circuitatlas.ingest import zoo
 from circuitatlas.ingest.builtin import TinyNet, _Block  # noqa: F401  (pickles of the demo net name this module)
 
@@ -23,15 +24,20 @@ DEMO_QUERIES = (
 )
 
 
-def _run_detectors(atlas, model: str, runs: list, stimulus: dict, echo) -> list[dict]:
+def _run_detectors(atlas, model: str, runs: list, echo) -> list[dict]:
+    """Every detector with its default settings; the diagnostics printed where one finds nothing."""
     report = []
     for kind, layers in runs:
-        found = atlas.find_motifs(kind, model, layers, stimulus_params=stimulus)
+        found = atlas.find_motifs(kind, model, layers)
         best = min((m.p_value for m in found), default=None)
         size = max((len(m.members) for m in found), default=0)
         echo(f"  {kind} on {model} {' -> '.join(layers)}: {len(found)} found"
              + (f" (best p = {best:.3g}, largest has {size} units)" if found else ""))
-        report.append({"model": model, "kind": kind, "layers": layers, "found": len(found), "best_p": best})
+        if not found:
+            for line in explain(found.diagnostics):
+                echo(f"    {line}")
+        report.append({"model": model, "kind": kind, "layers": layers, "found": len(found), "best_p": best,
+                       "diagnostics": found.diagnostics})
     return report
 
 
@@ -70,14 +76,13 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
         ("rotation_equivariance", ["features.7", "features.11"]),
         ("union_over_cases", ["features.3", "features.7", "features.11"]),
         ("superposition", ["features.7", "features.11"]),
-        ("flip_equivariance", ["input", "features.0", "features.3", "features.7", "features.11"])], {"radius": 8.0}, echo)
+        ("flip_equivariance", ["input", "features.0", "features.3", "features.7", "features.11"])], echo)
     planted = f"{name}-planted"
     atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
     echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
     motif_report += _run_detectors(atlas, planted, [
         ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
-        ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])],
-        {"radius": 5.0, "width": 1.5}, echo)
+        ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])], echo)
     params = {"uid": names.neuron_uid(name, "stem.0", 0), "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from circuitatlas.names import EDGE_TYPES
 
 # Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
-MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif")
+MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif", "MotifRun")
 
 SCHEMA = (
     "CREATE CONSTRAINT model_id IF NOT EXISTS FOR (m:Model) REQUIRE m.id IS UNIQUE",
@@ -17,6 +17,7 @@ SCHEMA = (
     "CREATE CONSTRAINT neuron_uid IF NOT EXISTS FOR (n:Neuron) REQUIRE n.uid IS UNIQUE",
     "CREATE CONSTRAINT cluster_uid IF NOT EXISTS FOR (c:Cluster) REQUIRE c.uid IS UNIQUE",
     "CREATE CONSTRAINT motif_uid IF NOT EXISTS FOR (m:Motif) REQUIRE m.uid IS UNIQUE",
+    "CREATE CONSTRAINT motif_run_uid IF NOT EXISTS FOR (r:MotifRun) REQUIRE r.uid IS UNIQUE",
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
     "CREATE INDEX neuron_model IF NOT EXISTS FOR (n:Neuron) ON (n.model)",  # pattern search starts here
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
@@ -321,6 +322,14 @@ RETURN n.channel AS c, n.featurevis AS path ORDER BY c
 
 SET_LAYER_SHEET = "MATCH (l:Layer {uid: $uid}) SET l.featurevis_sheet = $sheet"
 
+SET_LAYER_BATTERY = "MATCH (l:Layer {uid: $uid}) SET l.probe_battery = $battery, l.probe = $probe"
+
+LAYER_BATTERY = """
+MATCH (l:Layer {uid: $uid})
+OPTIONAL MATCH (l)-[:HAS_NEURON]->(n:Neuron)
+RETURN l.probe_battery AS battery, collect([n.channel, n.probe_responses]) AS channels
+"""
+
 # -- motifs --------------------------------------------------------------------------------------
 DELETE_MOTIFS = "MATCH (m:Motif {model: $model, run: $run}) DETACH DELETE m"
 
@@ -331,7 +340,21 @@ CREATE (m:Motif {uid: row.uid, kind: row.kind, model: $model, run: $run, score: 
 WITH m, row
 UNWIND row.members AS member
 MATCH (n:Neuron {uid: member.uid})
-CREATE (n)-[:IN_MOTIF {role: member.role, orientation: member.orientation}]->(m)
+CREATE (n)-[:IN_MOTIF {role: member.role, orientation: member.orientation, fit: member.fit,
+                     fit_without_strongest: member.fit_without_strongest, fit_p: member.fit_p}]->(m)
+"""
+
+MERGE_MOTIF_RUN = """
+MERGE (r:MotifRun {uid: $uid})
+SET r.model = $model, r.run = $run, r.kind = $kind, r.layers = $layers, r.found = $found,
+    r.diagnostics = $diagnostics, r.at = datetime()
+"""
+
+MOTIF_RUNS = """
+MATCH (r:MotifRun {model: $model})
+RETURN r.uid AS uid, r.kind AS kind, r.layers AS layers, r.found AS found, r.diagnostics AS diagnostics,
+       toString(r.at) AS at
+ORDER BY r.at DESC
 """
 
 LIST_MOTIFS = """
@@ -339,7 +362,8 @@ MATCH (m:Motif {model: $model})
 OPTIONAL MATCH (n:Neuron)-[r:IN_MOTIF]->(m)
 WITH m, n, r ORDER BY n.uid
 RETURN m.uid AS uid, m.kind AS kind, m.score AS score, m.p_value AS p_value, m.layers AS layers,
-       m.params AS params, collect({uid: n.uid, role: r.role, orientation: r.orientation}) AS members
+       m.params AS params, collect({uid: n.uid, role: r.role, orientation: r.orientation, fit: r.fit,
+                                    fit_p: r.fit_p}) AS members
 ORDER BY kind, score DESC
 """
 

@@ -3,6 +3,7 @@ and feature-visualisation links, and its motifs, as plain dicts and lists."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from circuitatlas import names
@@ -60,6 +61,24 @@ def layer_tuning(store: Store, model: str, layer: str) -> list[dict[str, Any]]:
     """Stored tuning of each neuron (``channel``, ``orientation``, ``selectivity``, ``tuning``,
     ``angles``; None where not measured), by channel."""
     return store.read(cypher.LAYER_TUNING, model=model, layer=layer)
+
+
+def layer_battery(store: Store, model: str, layer: str) -> tuple[dict, dict[int, dict]] | None:
+    """A layer's stored probe battery (its part, and each channel's responses per probe), None
+    when it was not measured on every neuron."""
+    rows = store.read(cypher.LAYER_BATTERY, uid=names.layer_uid(model, layer))
+    if not rows or rows[0]["battery"] is None:
+        return None
+    channels = {int(c): json.loads(r) for c, r in rows[0]["channels"] if c is not None and r is not None}
+    if len(channels) != len([c for c, _ in rows[0]["channels"] if c is not None]):
+        return None
+    return json.loads(rows[0]["battery"]), channels
+
+
+def motif_runs(store: Store, model: str) -> list[dict[str, Any]]:
+    """Detector runs recorded for a model, newest first, each with its diagnostics."""
+    return [{**r, "diagnostics": json.loads(r["diagnostics"] or "{}")}
+            for r in store.read(cypher.MOTIF_RUNS, model=model)]
 
 
 def featurevis_keys(store: Store, model: str, layer: str) -> dict[int, str | None]:

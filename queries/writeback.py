@@ -62,16 +62,33 @@ def set_layer_sheet(store: Store, model: str, layer: str, sheet: str) -> None:
     store.write(cypher.SET_LAYER_SHEET, uid=names.layer_uid(model, layer), sheet=sheet)
 
 
-def replace_motifs(store: Store, model: str, run: str, layers: Sequence[str], motifs: Sequence[Any]) -> None:
+def set_layer_battery(store: Store, model: str, layer: str, battery: dict, probe: str,
+                      responses: dict[int, dict[str, list[float]]]) -> None:
+    """Store a layer's probe battery: its part (JSON) and chosen ``probe`` on the Layer node, each
+    channel's responses per probe (JSON) on its neuron as ``probe_responses``."""
+    set_neuron_properties(store, model, layer, {c: {"probe_responses": json.dumps(r)} for c, r in responses.items()})
+    store.write(cypher.SET_LAYER_BATTERY, uid=names.layer_uid(model, layer), battery=json.dumps(battery, default=float),
+                probe=probe)
+
+
+def replace_motifs(store: Store, model: str, run: str, layers: Sequence[str], motifs: Sequence[Any],
+                   kind: str | None = None, diagnostics: dict | None = None) -> None:
     """Replace detector run ``run``'s Motif nodes with ``motifs`` (each with ``kind``, ``score``,
-    ``p_value``, ``params`` and ``members``: neuron uid -> {"role", "orientation"})."""
+    ``p_value``, ``params`` and ``members``: neuron uid -> {"role", "orientation"}); with ``kind``,
+    also record the run itself as a (:MotifRun) node holding its ``diagnostics`` (JSON) and the
+    number found, so that a run that found nothing says why."""
     rows = [{"uid": names.motif_uid(model, run_id(run), i), "kind": m.kind, "score": float(m.score),
              "p_value": float(m.p_value), "params": json.dumps(m.params, default=float), "layers": list(layers),
-             "members": [{"uid": uid, "role": info["role"], "orientation": info.get("orientation")}
-                         for uid, info in m.members.items()]} for i, m in enumerate(motifs)]
+             "members": [{"uid": uid, "role": info["role"], "orientation": info.get("orientation"),
+                          "fit": info.get("fit"), "fit_without_strongest": info.get("fit_without_strongest"),
+                          "fit_p": info.get("fit_p")} for uid, info in m.members.items()]}
+            for i, m in enumerate(motifs)]
     store.write(cypher.DELETE_MOTIFS, model=model, run=run)
     if rows:
         store.write(cypher.CREATE_MOTIFS, rows=rows, model=model, run=run)
+    if kind is not None:
+        store.write(cypher.MERGE_MOTIF_RUN, uid=f"{model}/motifrun/{run_id(run)}", model=model, run=run, kind=kind,
+                    layers=list(layers), found=len(rows), diagnostics=json.dumps(diagnostics or {}, default=float))
 
 
 def run_id(run: str) -> str:

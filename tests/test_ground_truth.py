@@ -97,6 +97,8 @@ def test_untuned_units_have_low_selectivity_and_bad_stimuli_are_refused():
     assert np.all(result.selectivity < 0.35)
     with pytest.raises(ValueError, match="no orientation"):
         radial_tuning(net.module, "mid", stimulus="circle", size=33)
+    with pytest.raises(ValueError, match="'edge' takes no radius"):
+        radial_tuning(net.module, "mid", stimulus="edge", size=33, radius=5)
 
 
 def test_planted_kernels_are_rotated_copies():

@@ -15,8 +15,13 @@ One module per family: :mod:`.common` (:class:`Motif`, the null), :mod:`.equivar
 :mod:`.flip`, :mod:`.union`, :mod:`.superposition`.
 """
 
-from circuitatlas.analysis.motifs.common import Motif, mirror_angle, shuffle_weights
-from circuitatlas.analysis.motifs.equivariance import kernel_rotation, orientation_families, rotation_equivariance
+from circuitatlas.analysis.motifs.common import Findings, Motif, mirror_angle, shuffle_weights
+from circuitatlas.analysis.motifs.equivariance import (
+    kernel_rotation,
+    orientation_families,
+    predicted_tuning,
+    rotation_equivariance,
+)
 from circuitatlas.analysis.motifs.flip import (
     flip_equivariance,
     mirror_map,
@@ -25,8 +30,9 @@ from circuitatlas.analysis.motifs.flip import (
     mirror_similarity,
 )
 from circuitatlas.analysis.motifs.superposition import superposition
-from circuitatlas.analysis.motifs.union import union_over_cases
+from circuitatlas.analysis.motifs.union import union_candidates, union_over_cases
 
-__all__ = ["Motif", "orientation_families", "rotation_equivariance", "kernel_rotation", "union_over_cases",
-           "superposition", "flip_equivariance", "mirror_pairs", "mirror_similarity", "mirror_map",
-           "mirror_map_from_tuning", "mirror_angle", "shuffle_weights"]
+__all__ = ["Motif", "Findings", "orientation_families", "predicted_tuning", "rotation_equivariance",
+           "kernel_rotation", "union_over_cases", "union_candidates", "superposition", "flip_equivariance",
+           "mirror_pairs", "mirror_similarity", "mirror_map", "mirror_map_from_tuning", "mirror_angle",
+           "shuffle_weights"]

@@ -8,7 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Motif", "mirror_angle", "shuffle_weights", "kernel_sums", "permutation_p_values"]
+__all__ = ["Motif", "Findings", "mirror_angle", "shuffle_weights", "kernel_sums", "permutation_null",
+           "permutation_p_values", "null_summary"]
 
 
 @dataclass
@@ -34,6 +35,16 @@ class Motif:
     score: float
     p_value: float
     params: dict = field(default_factory=dict)
+
+
+class Findings(list):
+    """The motifs a detector reports (a list of :class:`Motif`), and ``diagnostics``: how far each
+    stage got, so that "no motif here" can be told from "the probe did not fit" (JSON-serialisable;
+    ``stage`` names the last stage reached, ``reason`` says why nothing was reported)."""
+
+    def __init__(self, motifs: Sequence[Motif] = (), diagnostics: dict | None = None) -> None:
+        super().__init__(motifs)
+        self.diagnostics: dict = dict(diagnostics or {})
 
 
 def _wrap(deg: np.ndarray | float) -> np.ndarray:
@@ -67,6 +78,23 @@ def _p_value(observed: float, null_max: np.ndarray) -> float:
     return float((1 + np.sum(null_max >= observed - 1e-12)) / (1 + len(null_max)))
 
 
+def permutation_null(statistic: Callable[..., float], weights: Sequence[np.ndarray], n_perm: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The best candidate's score in each of ``n_perm`` shuffles of ``weights`` (each shuffled with
+    :func:`shuffle_weights`, in order): the null distribution of the max statistic."""
+    return np.array([statistic(*(shuffle_weights(w, rng) for w in weights)) for _ in range(n_perm)])
+
+
+def null_summary(observed: Sequence[float], null_max: np.ndarray) -> dict:
+    """Diagnostics of a max-statistic test: the best observed score, the null's 95th and 99th
+    percentiles, and the smallest p reached (None where there was no candidate)."""
+    best = max(observed, default=None)
+    return {"best_score": None if best is None else float(best),
+            "null_p95": float(np.percentile(null_max, 95)) if len(null_max) else None,
+            "null_p99": float(np.percentile(null_max, 99)) if len(null_max) else None,
+            "min_p": None if best is None or not len(null_max) else _p_value(best, null_max)}
+
+
 def permutation_p_values(
     observed: Sequence[float],
     statistic: Callable[..., float],
@@ -98,5 +126,5 @@ def permutation_p_values(
     >>> permutation_p_values([9.0], lambda w: float(w[0, 0]), [np.arange(4.0).reshape(2, 2)], 9, rng)
     [0.1]
     """
-    null = np.array([statistic(*(shuffle_weights(w, rng) for w in weights)) for _ in range(n_perm)])
+    null = permutation_null(statistic, weights, n_perm, rng)
     return [_p_value(score, null) for score in observed]

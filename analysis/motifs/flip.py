@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from circuitatlas.analysis.motifs.common import Motif, _wrap, mirror_angle, permutation_p_values
+from circuitatlas.analysis.motifs.common import (
+    Findings,
+    Motif,
+    _p_value,
+    mirror_angle,
+    null_summary,
+    permutation_null,
+)
 from circuitatlas.names import unit
 
 if TYPE_CHECKING:
@@ -41,13 +48,19 @@ def mirror_map_from_tuning(tuning: TuningResult, min_selectivity: float = 0.3, t
     pref = tuning.preferred_deg
     nearest = {}
     for a in tuned:
-        err = np.abs(_wrap(pref[tuned] - mirror_angle(pref[a])))
+        err = _mirror_error(pref[tuned], pref[a], tuning.period)
         err[tuned == a] = np.inf
         if err.min() <= tolerance:
             nearest[int(a)] = int(tuned[int(np.argmin(err))])
     pairs = [(a, b) for a, b in nearest.items() if a < b and nearest.get(b) == a
-             and abs(_wrap(pref[a] - mirror_angle(pref[a]))) > tolerance]
+             and _mirror_error(pref[a], pref[a], tuning.period) > tolerance]
     return mirror_map(len(pref), pairs)
+
+
+def _mirror_error(deg: np.ndarray | float, of: float, period: float = 360.0) -> np.ndarray:
+    """How far (degrees) ``deg`` is from the mirror image of angle ``of``, on a circle of ``period``."""
+    diff = np.asarray(deg, dtype=np.float64) - mirror_angle(of)
+    return np.abs((diff + period / 2) % period - period / 2)
 
 
 def _mirror(W: np.ndarray, input_mirror: np.ndarray) -> np.ndarray:
@@ -110,8 +123,8 @@ def _mirror_candidates(W: np.ndarray, input_mirror: np.ndarray | None, tuning_ou
     for j, k in enumerate(best.tolist()):
         if j >= k or best[k] != j or sim[j, k] < min_similarity or sim[j, k] - max(own[j], own[k]) < min_margin:
             continue
-        if tuned is not None and tuned[j] and tuned[k] and abs(
-                _wrap(tuning_out.preferred_deg[k] - mirror_angle(tuning_out.preferred_deg[j]))) > orientation_tolerance:
+        if tuned is not None and tuned[j] and tuned[k] and _mirror_error(
+                tuning_out.preferred_deg[k], tuning_out.preferred_deg[j], tuning_out.period) > orientation_tolerance:
             continue
         out.append((float(sim[j, k]), j, k))
     return out, own
@@ -126,13 +139,16 @@ def flip_equivariance(
     alpha: float = 0.01,
     seed: int = 0,
     **pair_params,
-) -> list[Motif]:
+) -> Findings:
     """Mirror pairs of layer B: units whose weights are each other's horizontal mirror image.
 
     Kernels are flipped left-right and inputs mapped by ``input_mirror`` (the identity for the
     image); pairs are found by :func:`mirror_pairs` (``pair_params``) and kept where the
     permutation null gives p < ``alpha``. Score: the cosine. Members have roles ``unit`` and
     ``mirror`` (the lower channel is ``unit``), with orientations when ``tuning_out`` is given.
+    Tuning labels the pairs and does not select them: a unit's tuning follows its weights, so a
+    check of mirrored preferred angles would hold for pairs in the weights and fail for pairs
+    made by a shuffle, and so bias the null.
 
     A layer with very few kernels (a first layer over 3 colour channels) has a weak null: its
     shuffles often make exact mirror pairs by chance, so its true pairs may not reach ``alpha``.
@@ -141,16 +157,22 @@ def flip_equivariance(
     perm = np.arange(W.shape[1]) if input_mirror is None else np.asarray(input_mirror)
     if not np.array_equal(perm[perm], np.arange(len(perm))):
         raise ValueError("input_mirror must be an involution (each unit's mirror's mirror is itself)")
-    found, own = _mirror_candidates(W, perm, tuning_out, **pair_params)
+    found, own = _mirror_candidates(W, perm, None, **pair_params)
+    diagnostics = {"stage": "candidates", "candidates": len(found),
+                   "best_mirror_cosine": _best_mirror_cosine(W, perm)}
     if not found:
-        return []
+        return Findings([], {**diagnostics, "reason": "no two units are each other's mirror image closely enough "
+                                                      "(min_similarity, min_margin)"})
 
     def best(shuffled: np.ndarray) -> float:
-        return max((c[0] for c in mirror_pairs(shuffled, perm, tuning_out, **pair_params)), default=0.0)
+        return max((c[0] for c in mirror_pairs(shuffled, perm, None, **pair_params)), default=0.0)
 
-    p_values = permutation_p_values([c[0] for c in found], best, [W], n_perm, np.random.default_rng(seed))
+    observed = [c[0] for c in found]
+    null = permutation_null(best, [W], n_perm, np.random.default_rng(seed))
+    diagnostics.update(stage="null", **null_summary(observed, null))
     motifs = []
-    for (score, j, k), p in zip(found, p_values):
+    for (score, j, k) in found:
+        p = _p_value(score, null)
         if p >= alpha:
             continue
         members = {unit(layers[1], j): {"role": "unit"}, unit(layers[1], k): {"role": "mirror"}}
@@ -159,4 +181,15 @@ def flip_equivariance(
                 members[unit(layers[1], c)]["orientation"] = float(tuning_out.preferred_deg[c])
         motifs.append(Motif("flip_equivariance", members, score, p, {
             "self_similarity": [float(own[j]), float(own[k])], "n_perm": n_perm, "layers": list(layers)}))
-    return motifs
+    if not motifs:
+        diagnostics["reason"] = f"no mirror pair beats the shuffled weights' best at p < {alpha}"
+    return Findings(motifs, diagnostics)
+
+
+def _best_mirror_cosine(W: np.ndarray, perm: np.ndarray) -> float | None:
+    """The highest cosine between one unit's weights and another's mirror image."""
+    if W.shape[0] < 2:
+        return None
+    sim, _ = mirror_similarity(W, perm)
+    np.fill_diagonal(sim, -np.inf)
+    return float(sim.max())

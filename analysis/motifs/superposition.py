@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuitatlas.analysis.motifs.common import Motif, kernel_sums, permutation_p_values
+from circuitatlas.analysis.motifs.common import Findings, Motif, _p_value, kernel_sums, null_summary, permutation_null
 from circuitatlas.names import unit
 
 __all__ = ["superposition"]
@@ -33,14 +33,17 @@ def _spread_scores(s: np.ndarray, carries: np.ndarray, min_targets: int, dominan
     strongest_in = np.maximum(s.max(axis=1), 1e-12)[:, None]  # each target's strongest positive input
     # carriers: clear positive targets in which the unit is a secondary input
     input_share = o / np.maximum(o.sum(axis=1, keepdims=True), 1e-12)  # of the target's excitation
-    carriers = (o >= 0.2 * o.max(axis=0)[None, :]) & (input_share >= min_input_share) & (o <= secondary * strongest_in)
+    carriers = ((o >= 0.2 * o.max(axis=0)[None, :]) & (input_share >= min_input_share) & (o <= secondary * strongest_in)
+                & carries)
     oc = np.where(carriers, o, 0.0)
     total = oc.sum(axis=0)
     n_carriers = carriers.sum(axis=0)
     ok = (total > 0) & (oc.max(axis=0) <= dominance * np.where(total > 0, total, np.inf)) & (n_carriers >= min_targets)
-    pr = np.where(ok, total**2 / np.maximum((oc**2).sum(axis=0), 1e-300), 0.0)
+    squares = (oc**2).sum(axis=0)
+    pr = np.divide(total**2, squares, out=np.zeros_like(total), where=ok & (squares > 0))
     poly_frac = (carriers & carries).sum(axis=0) / np.maximum(n_carriers, 1)
-    positive = o.sum(axis=0) / np.maximum(np.abs(s).sum(axis=0), 1e-300)  # excitation, not a mix of signs
+    clear = np.abs(s) >= 0.2 * np.abs(s).max(axis=0)[None, :]  # a unit's clear weights, not its small noise
+    positive = np.where(clear, o, 0).sum(axis=0) / np.maximum(np.where(clear, np.abs(s), 0).sum(axis=0), 1e-300)
     return np.where(ok, pr * poly_frac * positive**2, 0.0), carriers
 
 
@@ -57,7 +60,7 @@ def superposition(
     n_perm: int = 200,
     alpha: float = 0.01,
     seed: int = 0,
-) -> list[Motif]:
+) -> Findings:
     """A unit of layer A whose positive output spreads over several *carriers* in layer B with no
     dominant one.
 
@@ -77,12 +80,18 @@ def superposition(
     thresholds = (min_targets, dominance, secondary, min_input_share)
     scores, target_mask = _spread_scores(sums, carries, *thresholds)
     found = [(float(scores[f]), f, np.flatnonzero(target_mask[:, f]).tolist()) for f in np.flatnonzero(scores > 0)]
+    diagnostics = {"stage": "candidates", "polysemantic_units": int(poly.sum()), "candidates": len(found)}
     if not found:
-        return []
-    p_values = permutation_p_values([c[0] for c in found], lambda s: _spread_scores(s, carries, *thresholds)[0].max(),
-                                    [sums], n_perm, np.random.default_rng(seed))
+        why = ("no unit of the downstream layer responds to two or more probe classes" if not poly.any() else
+               f"no unit spreads its output over {min_targets}+ carriers without a dominant one")
+        return Findings([], {**diagnostics, "reason": why})
+    observed = [c[0] for c in found]
+    null = permutation_null(lambda s: _spread_scores(s, carries, *thresholds)[0].max(), [sums], n_perm,
+                            np.random.default_rng(seed))
+    diagnostics.update(stage="null", **null_summary(observed, null))
     motifs = []
-    for (score, f, targets), p in zip(found, p_values):
+    for score, f, targets in found:
+        p = _p_value(score, null)
         if p >= alpha or score <= 0:
             continue
         members = {unit(layers[0], f): {"role": "feature"}}
@@ -91,4 +100,6 @@ def superposition(
         motifs.append(Motif("superposition", members, score, p, {
             "participation_ratio": float(positive.sum() ** 2 / (positive**2).sum()),
             "polysemantic_targets": int(poly[targets].sum()), "n_perm": n_perm, "layers": list(layers)}))
-    return motifs
+    if not motifs:
+        diagnostics["reason"] = f"the best spread does not beat the shuffled weights' best at p < {alpha}"
+    return Findings(motifs, diagnostics)

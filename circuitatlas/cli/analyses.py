@@ -95,13 +95,13 @@ def annotate() -> None:
 @annotate.command("tuning")
 @click.argument("model")
 @click.option("--layer", required=True, help="Layer whose units are measured.")
-@click.option("--stimulus", default="curve", show_default=True, help="A stimulus with an orientation.")
+@click.option("--stimulus", help="A stimulus with an orientation (default: the probe battery's most selective).")
 @click.option("--angles", "n_angles", default=64, show_default=True, type=click.IntRange(min=2),
               help="Number of orientations.")
 @click.option("--radius", type=POSITIVE, help="Curve radius in pixels (curve stimulus).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, n_angles: int,
+def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str | None, n_angles: int,
                         radius: float | None, as_json: bool) -> None:
     """Radial tuning: stores orientation, orientation_selectivity and tuning on each neuron."""
     params = {"radius": radius} if radius is not None else {}
@@ -112,7 +112,8 @@ def annotate_tuning_cmd(obj: CliContext, model: str, layer: str, stimulus: str, 
         echo_json(rows)
         return
     echo_table(rows)
-    click.echo(f"stored on {len(rows)} neurons of {model}/{result.layer}")
+    click.echo(f"{result.params.get('probe', result.stimulus)} tuning stored on {len(rows)} neurons of "
+               f"{model}/{result.layer}")
 
 
 @annotate.command("examples")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from circuitatlas.analysis.motifs.runs import explain as explain_lines
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table
 from circuitatlas.cli.ranges import COUNT, POSITIVE, SECONDS, FiniteRange
@@ -23,21 +24,25 @@ def motifs() -> None:
 @click.option("--layers", required=True,
               help="Comma-separated layers (2; 3 for union_over_cases; a chain of 2 or more for flip_equivariance, "
                    "best started at 'input').")
-@click.option("--radius", type=POSITIVE, help="Curve radius of the tuning stimuli (when tuning is measured).")
+@click.option("--stimulus", help="Measure tuning with this stimulus (edge, line, curve...) instead of each layer's "
+                                 "most selective probe of the battery.")
+@click.option("--radius", type=POSITIVE, help="Curve radius of the tuning stimuli (a curve stimulus is then used).")
 @click.option("--perm", "n_perm", default=200, show_default=True, type=COUNT, help="Permutations of the null.")
 @click.option("--alpha", default=0.01, show_default=True, type=FiniteRange(0.0, 1.0, min_open=True),
               help="Report motifs with p below this.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--explain", is_flag=True, help="Say how far each stage got (always when nothing is found).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: motifs and diagnostics.")
 @click.pass_obj
-def motifs_find(obj: CliContext, kind: str, model: str, layers: str, radius: float | None, n_perm: int,
-                alpha: float, as_json: bool) -> None:
+def motifs_find(obj: CliContext, kind: str, model: str, layers: str, stimulus: str | None, radius: float | None,
+                n_perm: int, alpha: float, explain: bool, as_json: bool) -> None:
     """Detect motifs of one kind and store them as (:Motif) nodes."""
-    stim = {"radius": radius} if radius is not None else None
-    found = obj.atlas.find_motifs(kind, model, layers.split(","), n_perm=n_perm, alpha=alpha, stimulus_params=stim)
+    stim = {**({"stimulus": stimulus} if stimulus else {}), **({"radius": radius} if radius is not None else {})}
+    found = obj.atlas.find_motifs(kind, model, layers.split(","), n_perm=n_perm, alpha=alpha,
+                                  stimulus_params=stim or None)
     rows = [{"kind": m.kind, "score": m.score, "p_value": m.p_value, "members": m.members, "params": m.params}
             for m in found]
     if as_json:
-        echo_json(rows)
+        echo_json({"motifs": rows, "diagnostics": found.diagnostics})
         return
     click.echo(f"{len(found)} {kind} motif(s) in {model} at p < {alpha}")
     for m in found:
@@ -45,6 +50,9 @@ def motifs_find(obj: CliContext, kind: str, model: str, layers: str, radius: flo
         for info in m.members.values():
             roles[info["role"]] = roles.get(info["role"], 0) + 1
         click.echo(f"  score {m.score:.3f}, p = {m.p_value:.3g}: " + ", ".join(f"{n} {r}" for r, n in roles.items()))
+    if explain or not found:
+        for line in explain_lines(found.diagnostics):
+            click.echo(f"  {line}")
 
 
 @motifs.command("list")

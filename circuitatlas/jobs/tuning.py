@@ -1,49 +1,63 @@
-"""Radial tuning of a layer's units, stored on each neuron; and a layer's tuning for the motif
-detectors, read from the graph when every neuron has it, else measured and stored now."""
+"""Tuning of a layer's units, stored on each neuron: under a named stimulus, or under the probe
+battery's most selective probe (the battery stored on the layer and its neurons, measured once)."""
 
 from __future__ import annotations
 
 import json
 from typing import Callable, Iterable
 
-import numpy as np
 from torch import nn
 
+from circuitatlas.analysis.probes import ProbeBattery, battery_from_records, battery_records, measure_probes
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layer
-from circuitatlas.queries.models import input_size, layer_tuning, model_meta
-from circuitatlas.queries.writeback import set_neuron_properties
+from circuitatlas.queries.models import input_size, layer_battery, model_meta
+from circuitatlas.queries.writeback import set_layer_battery, set_neuron_properties
 from circuitatlas.store import Store
 
-__all__ = ["annotate_tuning", "tuning_for"]
+__all__ = ["annotate_tuning", "battery_for", "store_tuning"]
+
+HALF_TURN = ("line", "grating")  # named stimuli that repeat after half a turn
 
 
-def annotate_tuning(store: Store, model: str, layer: str, channels: Iterable[int] | None = None,
-                    stimulus: str = "curve", n_angles: int = 64, module: nn.Module | None = None,
-                    **stimulus_params) -> TuningResult:
-    """Measure, then store ``orientation``, ``orientation_selectivity``, ``tuning``,
-    ``tuning_angles`` and ``tuning_params`` on each neuron measured (``layer``: any of its names)."""
-    layer = resolve_layer(store, model, layer)
-    net = network(store, model, module)
-    size = input_size(model_meta(store, model))
-    result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles, size=size, **stimulus_params)
-    params = json.dumps({"stimulus": stimulus, **result.params}, default=str)
+def store_tuning(store: Store, model: str, layer: str, result: TuningResult) -> None:
+    """``orientation``, ``orientation_selectivity``, ``tuning``, ``tuning_angles`` and
+    ``tuning_params`` on each neuron of ``result``."""
+    params = json.dumps({"stimulus": result.stimulus, **result.params}, default=str)
     angles = [float(a) for a in result.angles]
     set_neuron_properties(store, model, layer, {
         c: {"orientation": float(result.preferred_deg[i]), "orientation_selectivity": float(result.selectivity[i]),
             "tuning": [float(v) for v in result.responses[:, i]], "tuning_angles": angles, "tuning_params": params}
         for i, c in enumerate(result.channels)})
+
+
+def battery_for(store: Store, model: str, layer: str, net: Callable[[], nn.Module]) -> ProbeBattery:
+    """The layer's probe battery: as stored, else measured on ``net()`` and stored (with the most
+    selective probe's tuning as each neuron's tuning)."""
+    stored = layer_battery(store, model, layer)
+    if stored is not None:
+        return battery_from_records(layer, *stored)
+    battery = measure_probes(net(), layer, input_size(model_meta(store, model)))
+    part, responses = battery_records(battery)
+    set_layer_battery(store, model, layer, part, battery.best(), responses)
+    store_tuning(store, model, layer, battery.results[battery.best()])
+    return battery
+
+
+def annotate_tuning(store: Store, model: str, layer: str, channels: Iterable[int] | None = None,
+                    stimulus: str | None = None, n_angles: int = 64, module: nn.Module | None = None,
+                    **stimulus_params) -> TuningResult:
+    """Measure, then store each neuron's tuning (``layer``: any of its names): under ``stimulus``,
+    or with none named, under the probe battery's most selective probe (the battery stored too)."""
+    layer = resolve_layer(store, model, layer)
+    if stimulus is None and not stimulus_params and channels is None:
+        battery = battery_for(store, model, layer, lambda: network(store, model, module))
+        return battery.results[battery.best()]
+    net = network(store, model, module)
+    stimulus = stimulus or "curve"
+    result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles,
+                           size=input_size(model_meta(store, model)),
+                           period=180.0 if stimulus in HALF_TURN else 360.0, **stimulus_params)
+    store_tuning(store, model, layer, result)
     return result
-
-
-def tuning_for(store: Store, model: str, layer: str, net: Callable[[], nn.Module],
-               stimulus_params: dict) -> TuningResult:
-    """The layer's tuning: stored on every neuron (and no stimulus asked for), else measured with
-    ``stimulus_params`` on ``net()`` and stored."""
-    rows = layer_tuning(store, model, layer)
-    if rows and all(r["tuning"] for r in rows) and not stimulus_params:
-        return TuningResult(layer, [r["channel"] for r in rows], np.asarray(rows[0]["angles"]),
-                            np.asarray([r["tuning"] for r in rows]).T, np.asarray([r["orientation"] for r in rows]),
-                            np.asarray([r["selectivity"] for r in rows]), "stored")
-    return annotate_tuning(store, model, layer, module=net(), **stimulus_params)
