@@ -193,7 +193,10 @@ def test_find_motifs_stores_the_run_and_the_cli_explains(atlas, cli_env):
     and a diagnostics field in --json)."""
     net = planted_gabor.shuffled(planted_gabor.build(SEEDS[0]), 5)
     atlas.ingest(net.module, "pgshuf", input_size=SIZE, layers=["edges", "project", "top"])
+    atlas.annotate_tuning("pgshuf", "project", stimulus="edge", module=net.module)  # asked for: kept
     found = atlas.find_motifs("union_over_cases", "pgshuf", ["edges", "project", "top"], module=net.module)
+    params = atlas.cypher("MATCH (n:Neuron {model: 'pgshuf', layer: 'project'}) RETURN n.tuning_params AS p")
+    assert params and all(json.loads(r["p"])["stimulus"] == "edge" for r in params)
     assert not found and found.diagnostics["reason"]
     layer = atlas.cypher("MATCH (l:Layer {model: 'pgshuf', name: 'project'}) RETURN l.probe AS probe, "
                          "l.probe_battery AS battery")[0]

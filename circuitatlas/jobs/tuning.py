@@ -12,7 +12,7 @@ from circuitatlas.analysis.probes import ProbeBattery, battery_from_records, bat
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layer
-from circuitatlas.queries.models import input_size, layer_battery, model_meta
+from circuitatlas.queries.models import input_size, layer_battery, layer_tuning, model_meta
 from circuitatlas.queries.writeback import set_layer_battery, set_neuron_properties
 from circuitatlas.store import Store
 
@@ -33,15 +33,17 @@ def store_tuning(store: Store, model: str, layer: str, result: TuningResult) -> 
 
 
 def battery_for(store: Store, model: str, layer: str, net: Callable[[], nn.Module]) -> ProbeBattery:
-    """The layer's probe battery: as stored, else measured on ``net()`` and stored (with the most
-    selective probe's tuning as each neuron's tuning)."""
+    """The layer's probe battery: as stored, else measured on ``net()`` and stored, with the most
+    selective probe's tuning as each neuron's tuning where the layer has none yet (a tuning the
+    user asked for, ``annotate_tuning`` with a stimulus, is kept)."""
     stored = layer_battery(store, model, layer)
     if stored is not None:
         return battery_from_records(layer, *stored)
     battery = measure_probes(net(), layer, input_size(model_meta(store, model)))
     part, responses = battery_records(battery)
     set_layer_battery(store, model, layer, part, battery.best(), responses)
-    store_tuning(store, model, layer, battery.results[battery.best()])
+    if not any(row["tuning"] for row in layer_tuning(store, model, layer)):
+        store_tuning(store, model, layer, battery.results[battery.best()])
     return battery
 
 
