@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
-from circuitatlas.analysis.tuning import TuningResult, radial_tuning, receptive_field
+from circuitatlas.analysis.tuning import ReceptiveField, TuningResult, model_device, radial_tuning, receptive_field
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["Probe", "PROBES", "FULL_TURN", "ProbeBattery", "probe_score", "measure_probes", "field_size",
+__all__ = ["Probe", "PROBES", "FULL_TURN", "ProbeBattery", "probe_score", "measure_probes", "field_size", "period_of",
            "battery_records", "battery_from_records"]
 
 SELECTIVE = 0.3  # vector strength from which a unit counts as selective in the battery's summary
@@ -83,12 +82,15 @@ class ProbeBattery:
                 "selective_units": {n: int((t.selectivity >= SELECTIVE).sum()) for n, t in self.results.items()}}
 
 
-def field_size(model: nn.Module, layer: str, size: int, device: torch.device | str | None = None) -> float:
-    """The side (pixels) of the receptive field of ``layer``'s centre unit, at most the image."""
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    top, left, bottom, right = receptive_field(model.eval(), layer, size, device).box
+def field_size(field: ReceptiveField) -> float:
+    """The side (pixels) of a receptive field's box, at least 3."""
+    top, left, bottom, right = field.box
     return float(max(3, min(bottom - top, right - left)))
+
+
+def period_of(stimulus: str) -> float:
+    """The period (degrees) of a named stimulus: 180 for those that repeat after half a turn."""
+    return 180.0 if any(p.stimulus == stimulus and p.period == 180.0 for p in PROBES.values()) else 360.0
 
 
 def measure_probes(model: nn.Module, layer: str, size: int, probes: Sequence[str] | None = None,
@@ -99,12 +101,14 @@ def measure_probes(model: nn.Module, layer: str, size: int, probes: Sequence[str
     unknown = [p for p in chosen if p not in PROBES]
     if unknown or not chosen:
         raise InvalidInput(f"unknown probe(s) {unknown}; choose among {sorted(PROBES)}")
-    rf = field_size(model, layer, size, tuning_params.get("device"))
+    model = model.eval()
+    field = receptive_field(model, layer, size, model_device(tuning_params.get("device"), model))  # once for all
+    rf = field_size(field)
     battery = ProbeBattery(layer, rf)
     for name in chosen:
         probe = PROBES[name]
         result = radial_tuning(model, layer, channels, stimulus=probe.stimulus, n_angles=n_angles, size=size,
-                               period=probe.period, **probe.sized(rf), **tuning_params)
+                               period=probe.period, field=field, **probe.sized(rf), **tuning_params)
         result.params["probe"] = name
         battery.results[name] = result
     return battery

@@ -21,7 +21,7 @@ from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["TuningResult", "ReceptiveField", "layer_activations", "receptive_field", "radial_tuning",
+__all__ = ["TuningResult", "ReceptiveField", "layer_activations", "receptive_field", "model_device", "radial_tuning",
            "curvature_tuning", "circular_mean", "checked_stimulus_params"]
 
 _POSITIVE = ("radius", "width", "length", "span", "frequency")  # stimulus sizes: a NaN or 0 draws nothing
@@ -106,7 +106,8 @@ class TuningResult:
     period: float = 360.0  # 180 for stimuli that look the same turned half way (lines, gratings)
 
 
-def _device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+def model_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """``device``, or where the model's parameters live (the CPU for a model without any)."""
     if device is not None:
         return torch.device(device)
     try:
@@ -147,6 +148,7 @@ def radial_tuning(
     device: str | torch.device | None = None,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     period: float = 360.0,
+    field: ReceptiveField | None = None,
     **stimulus_params,
 ) -> TuningResult:
     """Rotate ``stimulus`` (a name in :data:`stimuli.STIMULI` with an ``orientation``) over
@@ -155,15 +157,16 @@ def radial_tuning(
 
     ``normalize=(mean, std)`` is applied to the images first (ImageNet models want it).
     ``period=180`` for stimuli that repeat after half a turn (lines, gratings): preferred angles
-    and selectivity are then taken over doubled angles, preferred angles in [0, 180).
+    and selectivity are then taken over doubled angles, preferred angles in [0, 180). ``field``:
+    the layer's :func:`receptive_field` at this size when already found (else found here).
     """
     if period not in (180.0, 360.0):
         raise InvalidInput(f"period must be 180 or 360 degrees, not {period!r}")
     n_angles = checks.whole("n_angles", n_angles, 2)
     stimulus_params = checked_stimulus_params(stimulus_params)
     model = model.eval()
-    device = _device(device, model)
-    field = receptive_field(model, layer, size, device)
+    device = model_device(device, model)
+    field = field or receptive_field(model, layer, size, device)
     (row, col), at = field.centre, field.position
     angles = np.arange(n_angles) * 360.0 / n_angles
     fn = stimuli.STIMULI.get(stimulus)
@@ -204,7 +207,7 @@ def curvature_tuning(
     """Responses (len(radii), len(channels)) to curves of each radius at each channel's
     ``orientations`` (usually its preferred one); a straight line is the large-radius limit."""
     model = model.eval()
-    device = _device(device, model)
+    device = model_device(device, model)
     field = receptive_field(model, layer, size, device)
     (row, col), at = field.centre, field.position
     out = np.zeros((len(radii), len(channels)))

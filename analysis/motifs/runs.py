@@ -19,7 +19,7 @@ from torch import nn
 
 from circuitatlas import names
 from circuitatlas.analysis import motifs as M
-from circuitatlas.analysis.probes import FULL_TURN, ProbeBattery
+from circuitatlas.analysis.probes import FULL_TURN, ProbeBattery, period_of
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 
 __all__ = ["DetectorInputs", "BatteryTuning", "DETECTORS", "run_detector", "explain", "probe_classes", "PAIR_KEYS",
@@ -61,9 +61,8 @@ class BatteryTuning:
             if layer not in self._caller:
                 params = dict(self.stimulus_params)
                 stimulus = params.pop("stimulus", "curve")
-                period = 180.0 if stimulus in ("line", "grating") else 360.0
                 self._caller[layer] = radial_tuning(self.module(), layer, stimulus=stimulus, size=self.size,
-                                                    period=period, **params)
+                                                    period=period_of(stimulus), **params)
                 self.used[layer] = {"probe": stimulus, "chosen_by": "caller"}
             return self._caller[layer]
         battery = self.battery(layer)

@@ -8,7 +8,13 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from circuitatlas.analysis.probes import ProbeBattery, battery_from_records, battery_records, measure_probes
+from circuitatlas.analysis.probes import (
+    ProbeBattery,
+    battery_from_records,
+    battery_records,
+    measure_probes,
+    period_of,
+)
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layer
@@ -17,8 +23,6 @@ from circuitatlas.queries.writeback import set_layer_battery, set_neuron_propert
 from circuitatlas.store import Store
 
 __all__ = ["annotate_tuning", "battery_for", "store_tuning"]
-
-HALF_TURN = ("line", "grating")  # named stimuli that repeat after half a turn
 
 
 def store_tuning(store: Store, model: str, layer: str, result: TuningResult) -> None:
@@ -60,6 +64,6 @@ def annotate_tuning(store: Store, model: str, layer: str, channels: Iterable[int
     stimulus = stimulus or "curve"
     result = radial_tuning(net, layer, channels, stimulus=stimulus, n_angles=n_angles,
                            size=input_size(model_meta(store, model)),
-                           period=180.0 if stimulus in HALF_TURN else 360.0, **stimulus_params)
+                           period=period_of(stimulus), **stimulus_params)
     store_tuning(store, model, layer, result)
     return result
