@@ -19,7 +19,7 @@ from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
 from circuitatlas.ingest.plan import IngestPlan
 from circuitatlas.ingest.writer import Progress
-from circuitatlas.jobs import examples, featurevis, motifs, svd, tuning
+from circuitatlas.jobs import decomposed, examples, featurevis, motifs, svd, tuning
 from circuitatlas.jobs.ingest import dry_run
 from circuitatlas.jobs.ingest import ingest as run_ingest
 from circuitatlas.jobs.network import network
@@ -203,16 +203,26 @@ class Atlas(Closing):
     def featurevis_layers(self, model: str, layers: Iterable[str], channels: Iterable[int] | None = None, *,
                           settings: RenderSettings | None = None, device: str | None = None,
                           chunk: int | None = None, module: nn.Module | None = None,
-                          progress: Callable[[int], None] | None = None, **render: Any) -> list[dict]:
+                          progress: Callable[[int], None] | None = None, diversity: int = 0,
+                          **render: Any) -> list[dict]:
         """One image per channel of each layer (``settings``, or its fields ``steps``, ``size``,
-        ``lr``, ``seed``, ``param`` as keywords), stored as ``featurevis`` (PNG path),
+        ``lr``, ``seed``, ``param``, ``transforms``, ``start`` as keywords; ``diversity`` N adds
+        N differing images per unit as ``featurevis_diverse``), stored as ``featurevis`` (PNG path),
         ``featurevis_activation`` and ``featurevis_key`` on each neuron, and a contact sheet per
         layer. Units already rendered with these settings and weights are skipped (or linked
         again); each batch is stored as soon as it is rendered. ``progress(n)`` counts channels.
         Returns one report per layer, in network order (``rendered``, ``skipped``, of which
         ``linked``, ``sheet``, ``channels``)."""
         return featurevis.featurevis(self.store, model, layers, channels, settled(settings, RenderSettings, render),
-                                     device, chunk, module, progress)
+                                     device, chunk, module, progress, diversity)
+
+    def decomposed(self, model: str, layer: str, channel: int, upstream: str, *, min_share: float = 0.1,
+                   settings: RenderSettings | None = None, module: nn.Module | None = None, **render: Any) -> dict:
+        """Decomposed feature visualisation of ``layer:channel`` over ``upstream``: one image per
+        position of its expanded weights, each maximising the dot product with the weight vector
+        there; saved as a grid and linked on the neuron as ``decomposed`` (JSON: upstream -> path)."""
+        return decomposed.decomposed(self.store, model, layer, channel, upstream,
+                                     settled(settings, RenderSettings, render), min_share, module)
 
     def find_motifs(self, kind: str, model: str, layers: Iterable[str], *, n_perm: int = 200, alpha: float = 0.01,
                     seed: int = 0, stimulus_params: dict | None = None, module: nn.Module | None = None,

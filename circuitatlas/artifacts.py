@@ -16,7 +16,7 @@ from circuitatlas import paths
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["inside", "content_key", "render_paths", "save_render", "load_render", "image_problem",
-           "contact_sheet_path", "save_contact_sheet", "save_example_crops"]
+           "contact_sheet_path", "save_contact_sheet", "save_example_crops", "save_grid"]
 
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # what Pillow raises on bad files
 
@@ -104,6 +104,18 @@ def save_contact_sheet(images: Sequence[str | Path], path: Path, columns: int = 
         with Image.open(file) as img:
             sheet.paste(img.convert("RGB").resize((cell, cell)), ((i % columns) * cell, (i // columns) * cell))
     sheet.save(path)
+    return path
+
+
+def save_grid(images: np.ndarray, path: Path, gap: int = 1) -> Path:
+    """Images (rows, cols, H, W, 3) in [0, 1] as one PNG grid with white ``gap`` px lines."""
+    rows, cols, h, w, _ = images.shape
+    grid = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, 3))
+    for i in range(rows):
+        for j in range(cols):
+            grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = images[i, j]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(path)
     return path
 
 

@@ -80,6 +80,9 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     planted = f"{name}-planted"
     atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
     echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
+    decomposed = atlas.decomposed(planted, "mid", 0, "edges", steps=256)
+    echo(f"decomposed feature visualisation of {planted}/mid:0 (an early-curve unit) over its line detectors: "
+         f"{decomposed['rendered']} positions, each a line along the curve's tangent: {decomposed['grid']}")
     motif_report += _run_detectors(atlas, planted, [
         ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
         ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])], echo)
@@ -94,5 +97,5 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
-            "featurevis_sheet": fv["sheet"], "motifs": motif_report,
+            "featurevis_sheet": fv["sheet"], "decomposed_grid": decomposed["grid"], "motifs": motif_report,
             "queries": [q for _, q in DEMO_QUERIES]}

@@ -20,6 +20,7 @@ from circuitatlas.analysis.featurevis import (
     render_channels,
     render_units,
 )
+from circuitatlas.analysis.featurevis.quality import stimulus_starts
 from circuitatlas.analysis.planted import build
 from circuitatlas.analysis.tuning import circular_mean, layer_activations
 from circuitatlas.cli import main
@@ -44,6 +45,11 @@ def test_objective_rises_over_steps():
 # float32 shows, 1e-9 still leaves three orders of magnitude, while any real mixing of the units
 # of a batch (a shared statistic, a wrong reordering) moves pixels by 1e-3 or more.
 EXACT = {"dtype": torch.float64}
+
+
+def _start(net, layer: str, c: int, size: int) -> torch.Tensor:
+    """The starting image render_units gives one unit by default (its best synthetic stimulus)."""
+    return stimulus_starts(net, [(layer, c)], size)
 PIXEL_ATOL = 1e-9
 
 
@@ -52,7 +58,8 @@ def test_batched_render_equals_one_at_a_time():
     channels = [0, 5, 9, 17]
     batched = render_channels(net, "features.7", channels, size=32, steps=24, seed=3, **EXACT)
     for i, c in enumerate(channels):
-        single = render(net, channel("features.7", c), size=32, steps=24, seed=3, **EXACT)
+        single = render(net, channel("features.7", c), size=32, steps=24, seed=3, init=_start(net, "features.7", c, 32),
+                        **EXACT)
         assert torch.allclose(batched.images[i], single.images[0], rtol=0, atol=PIXEL_ATOL)
         assert batched.activations[i] == pytest.approx(float(single.activations[0]), rel=1e-9, abs=PIXEL_ATOL)
     assert batched.images.dtype == torch.float64 and all(p.dtype == torch.float32 for p in net.parameters())
@@ -63,7 +70,7 @@ def test_float32_batched_render_is_close_to_one_at_a_time():
     net = zoo.build("curves").module
     batched = render_channels(net, "features.7", [0, 5], size=32, steps=24, seed=3)
     for i, c in enumerate([0, 5]):
-        single = render(net, channel("features.7", c), size=32, steps=24, seed=3)
+        single = render(net, channel("features.7", c), size=32, steps=24, seed=3, init=_start(net, "features.7", c, 32))
         assert (batched.images[i] - single.images[0]).abs().max() < 1 / 255
 
 
@@ -73,7 +80,8 @@ def test_batch_spanning_layers_equals_per_layer_renders(at_centre):
     pairs = [("features.7", 0), ("features.11", 3), ("features.11", 8), ("features.7", 5)]  # layers interleaved
     mixed = render_units(net, pairs, size=32, steps=24, seed=3, at_centre=at_centre, **EXACT)
     for i, (layer, c) in enumerate(pairs):
-        single = render(net, (neuron if at_centre else channel)(layer, c), size=32, steps=24, seed=3, **EXACT)
+        single = render(net, (neuron if at_centre else channel)(layer, c), size=32, steps=24, seed=3,
+                        init=_start(net, layer, c, 32), **EXACT)
         assert torch.allclose(mixed.images[i], single.images[0], rtol=0, atol=PIXEL_ATOL)
         assert mixed.activations[i] == pytest.approx(float(single.activations[0]), rel=1e-9, abs=PIXEL_ATOL)
 
@@ -96,15 +104,16 @@ def test_chunks_that_run_out_of_memory_are_halved():
     small = _SmallDevice(zoo.build("curves").module.double(), room=3)  # float64: rendered without a copy
     channels = list(range(10))
     done = []
-    result = render_channels(small, "net.features.7", channels, chunk=10, size=24, steps=6, seed=1,
+    result = render_channels(small, "net.features.7", channels, chunk=10, size=24, steps=6, seed=1, start="noise",
                              fold_bn=False, on_chunk=lambda group, part: done.append(group), **EXACT)
     assert [c for group in done for c in group] == channels and max(map(len, done)) <= 3
     assert max(small.batches[1:]) > 3  # it did try bigger batches first
     reference = render_channels(small.net, "features.7", channels, chunk=3, size=24, steps=6, seed=1, fold_bn=False,
-                                **EXACT)
+                                start="noise", **EXACT)
     assert torch.allclose(result.images, reference.images, rtol=0, atol=PIXEL_ATOL)  # other batch sizes, same images
     with pytest.raises(torch.OutOfMemoryError):
-        render_channels(_SmallDevice(small.net, room=0), "net.features.7", [0, 1], size=24, steps=2, fold_bn=False)
+        render_channels(_SmallDevice(small.net, room=0), "net.features.7", [0, 1], size=24, steps=2, fold_bn=False,
+                        start="noise")
 
 
 def test_same_seed_same_image_and_hooks_removed():
@@ -159,11 +168,13 @@ def test_orientation_instrument_reads_synthetic_curves():
 def test_planted_curve_family_images(seed):
     k = 8
     net = build("equivariance", seed=seed, k=k)
-    # more, smaller steps than the defaults: images stopped in weaker optima are further off and
-    # may excite a neighbour more (16 seeds: 512 steps at 0.05 gave rms 5.3 degrees, at most 13.8,
-    # and 3 of 128 images more for a neighbour; 2048 at 0.025 rms 3.8, at most 14.5, none)
+    # Lucid's Fourier parameterisation and transforms (the defaults before the quality benchmark
+    # chose pixels from the best stimulus), with more, smaller steps than the defaults: images
+    # stopped in weaker optima are further off and may excite a neighbour more (16 seeds: 512
+    # steps at 0.05 gave rms 5.3 degrees, at most 13.8, and 3 of 128 images more for a
+    # neighbour; 2048 at 0.025 rms 3.8, at most 14.5, none)
     result = render(net.module, neuron("high", list(range(k))) + contrast_penalty(3.0), size=33, batch=k,
-                    steps=2048, lr=0.025, init_sd=0.1, seed=seed)
+                    steps=2048, lr=0.025, init_sd=0.1, seed=seed, param="fft", transforms="standard")
     with torch.no_grad():
         own = layer_activations(net.module, "high", result.images)[:, :, 16, 16]
     assert torch.equal(own.argmax(dim=1), torch.arange(k))  # each image excites its own unit most

@@ -15,8 +15,10 @@ from circuitatlas import checks
 from circuitatlas.analysis.featurevis.fusion import folded_for_layers
 from circuitatlas.analysis.featurevis.objectives import INPUT, Objective, as_objective
 from circuitatlas.analysis.featurevis.objectives import units as objective_units
-from circuitatlas.analysis.featurevis.param import fft_image, pixel_image
-from circuitatlas.analysis.featurevis.transforms import Transform, compose, standard_transforms
+from circuitatlas.analysis.featurevis.param import PARAMETERISATIONS
+from circuitatlas.analysis.featurevis.quality import stimulus_starts
+from circuitatlas.analysis.featurevis.settings import STARTS, RenderSettings
+from circuitatlas.analysis.featurevis.transforms import Transform, compose, transforms_for
 from circuitatlas.analysis.hooks import run_to_layers
 from circuitatlas.errors import InvalidInput
 
@@ -73,13 +75,13 @@ def _activations(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[s
 def render(
     model: nn.Module,
     objective: Objective | str,
-    size: int = 128,
+    size: int = RenderSettings.size,
     batch: int = 1,
-    steps: int = 512,
-    lr: float = 0.05,
-    param: str = "fft",
-    transforms: Sequence[Transform] | None = None,
-    seed: int = 0,
+    steps: int = RenderSettings.steps,
+    lr: float = RenderSettings.lr,
+    param: str = RenderSettings.param,
+    transforms: Sequence[Transform] | str = RenderSettings.transforms,
+    seed: int = RenderSettings.seed,
     device: str | torch.device | None = None,
     mixed_precision: bool | None = None,
     record_every: int = 16,
@@ -88,6 +90,7 @@ def render(
     channels_last: bool = False,
     fold_bn: bool = True,
     dtype: torch.dtype | None = None,
+    init: torch.Tensor | None = None,
 ) -> RenderResult:
     """Feature visualisation by gradient ascent on ``batch`` images of ``size`` px.
 
@@ -100,20 +103,23 @@ def render(
     default: on an H100 it made GoogLeNet renders slower (its max-pool backward). ``dtype`` (for
     example ``torch.float64``) runs the image and a copy of the model in that precision: slower,
     but a batch then equals one-at-a-time renders to that precision's rounding, whichever
-    convolution kernels the library picks for each batch size.
+    convolution kernels the library picks for each batch size. ``param`` names a
+    parameterisation of :data:`~.param.PARAMETERISATIONS`; ``transforms`` a preset of
+    :data:`~.transforms.TRANSFORMS` or a list of transforms; ``init`` (batch, 3, size, size) in
+    [0, 1] gives starting images (the seeded noise is added to them).
     """
     objective = as_objective(objective)
     device = pick_device(device)
     on_cuda = device.type == "cuda"
     model = _prepared(model, objective, size, device, dtype, fold_bn, channels_last)
     generator = torch.Generator().manual_seed(seed)
-    make = {"fft": fft_image, "pixel": pixel_image}.get(param)
+    make = PARAMETERISATIONS.get(param)
     if make is None:
-        raise InvalidInput(f"param must be 'fft' or 'pixel', not {param!r}")
+        raise InvalidInput(f"param must be one of {sorted(PARAMETERISATIONS)}, not {param!r}")
     params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device,
-                            dtype=dtype or torch.float32)
+                            dtype=dtype or torch.float32, init=init)
     optimizer = torch.optim.Adam(params, lr=lr)
-    transform = compose(list(transforms) if transforms is not None else standard_transforms(size))
+    transform = compose(transforms_for(transforms, size) if isinstance(transforms, str) else list(transforms))
     use_amp = on_cuda and mixed_precision is not False
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     history = []
@@ -183,6 +189,7 @@ def render_units(
     at_centre: bool = False,
     progress: Callable[[int], None] | None = None,
     on_chunk: Callable[[list[tuple[str, int]], RenderResult], None] | None = None,
+    start: str = RenderSettings.start,
     **kwargs,
 ) -> RenderResult:
     """One image per ``(layer, channel)`` unit, each optimising its own unit, many units per batch.
@@ -193,9 +200,13 @@ def render_units(
     of its layers), so a whole-model job renders in batches of one size. A chunk that runs out of
     device memory is retried as two halves, down to one unit. ``at_centre`` optimises centre
     neurons instead of channel means. After each chunk, ``on_chunk(units, result)`` (to save it
-    before the next one starts), then ``progress(n)``.
+    before the next one starts), then ``progress(n)``. ``start="stimulus"`` starts each unit's
+    image from its best synthetic stimulus (:func:`~.quality.stimulus_starts`) instead of noise.
     """
     units = [(layer, int(c)) for layer, c in units]
+    if start not in STARTS:
+        raise InvalidInput(f"start must be one of {list(STARTS)}, not {start!r}")
+    starts = stimulus_starts(model, units, kwargs.get("size", RenderSettings.size)) if start == "stimulus" else None
     device = pick_device(kwargs.get("device"))
     limit = (512 if device.type == "cuda" else 64) if chunk is None else checks.whole("chunk", chunk, 1)
     parts: list[RenderResult] = []
@@ -204,7 +215,8 @@ def render_units(
         rest = units[done:]
         group = rest[:_equal_chunk(len(rest), limit)]
         try:
-            part = render(model, objective_units(group, at_centre=at_centre), batch=len(group), **kwargs)
+            init = None if starts is None else starts[done:done + len(group)]
+            part = render(model, objective_units(group, at_centre=at_centre), batch=len(group), init=init, **kwargs)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise

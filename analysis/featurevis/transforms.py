@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms"]
+__all__ = ["pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms", "shift_transforms",
+           "TRANSFORMS", "transforms_for"]
 
 Transform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
@@ -74,3 +75,23 @@ def standard_transforms(size: int) -> list[Transform]:
     unit = max(1, size // 32)
     return [pad(3 * unit), jitter(2 * unit), random_scale([1 + (i - 5) / 50 for i in range(11)]),
             random_rotate(list(range(-10, 11)) + 5 * [0]), jitter(unit)]
+
+
+def shift_transforms(size: int) -> list[Transform]:
+    """Pad and jitter only (no scaling or rotation): robustness to position without blurring an
+    oriented pattern over a range of angles."""
+    unit = max(1, size // 32)
+    return [pad(3 * unit), jitter(2 * unit), jitter(unit)]
+
+
+TRANSFORMS: dict[str, Callable[[int], list[Transform]]] = {
+    "standard": standard_transforms, "shift": shift_transforms, "none": lambda size: []}
+
+
+def transforms_for(name: str, size: int) -> list[Transform]:
+    """The named preset of :data:`TRANSFORMS` at ``size`` px."""
+    if name not in TRANSFORMS:
+        from circuitatlas.errors import InvalidInput
+
+        raise InvalidInput(f"transforms must be one of {sorted(TRANSFORMS)}, not {name!r}")
+    return TRANSFORMS[name](size)

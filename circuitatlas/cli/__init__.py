@@ -33,6 +33,7 @@ def main(ctx: click.Context, **options: Any) -> None:
 
 # every command, registered here and nowhere else
 for command in (db.db, models.models_cmd, models.layers_cmd, models.neuron_cmd, models.drop_cmd, models.ingest_cmd,
-                models.zoo, analyses.analyze, analyses.annotate, analyses.featurevis_cmd, motifs.motifs,
+                models.zoo, analyses.analyze, analyses.annotate, analyses.featurevis_cmd, analyses.decompose_cmd,
+                motifs.motifs,
                 query.cypher_cmd, query.demo_cmd, querying.query):
     main.add_command(command)

@@ -139,12 +139,22 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
 @click.option("--size", default=128, show_default=True, type=click.IntRange(min=8), help="Image size in pixels.")
 @click.option("--lr", default=0.05, show_default=True, type=POSITIVE)
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--param", default="pixel", show_default=True, type=click.Choice(["pixel", "fft", "maco"]),
+              help="Image parameterisation: pixels, Fourier with decorrelated colour, or magnitude-constrained "
+                   "Fourier.")
+@click.option("--transforms", default="none", show_default=True, type=click.Choice(["none", "shift", "standard"]),
+              help="Random transforms at each step: none, pad+jitter, or Lucid's jitter+scale+rotation.")
+@click.option("--start", default="stimulus", show_default=True, type=click.Choice(["stimulus", "noise"]),
+              help="Start each image from the unit's best synthetic stimulus, or from noise.")
+@click.option("--diversity", default=0, show_default=True, type=click.IntRange(min=0, max=64),
+              help="Also render N differing images per unit (0: none).")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--chunk", type=COUNT, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str | None, steps: int, size: int,
-                   lr: float, seed: int, device: str | None, chunk: int | None, as_json: bool) -> None:
+                   lr: float, seed: int, param: str, transforms: str, start: str, diversity: int,
+                   device: str | None, chunk: int | None, as_json: bool) -> None:
     """Render feature visualisations of layers and store them on their neurons."""
     from tqdm import tqdm
 
@@ -160,8 +170,10 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
         names = [obj.atlas.resolve_layer(model, name.strip()) for name in layer_spec.split(",") if name.strip()]
     total = sum(len(chosen) if chosen else known.get(name, {}).get("channels") or 0 for name in names)
     with tqdm(total=total, unit="channel", file=sys.stderr, disable=None) as bar:
-        reports = obj.atlas.featurevis_layers(model, names, chosen, settings=_render_settings(steps, size, lr, seed),
-                                              device=device, chunk=chunk, progress=bar.update)
+        settings = _render_settings(steps=steps, size=size, lr=lr, seed=seed, param=param, transforms=transforms,
+                                    start=start)
+        reports = obj.atlas.featurevis_layers(model, names, chosen, settings=settings, device=device, chunk=chunk,
+                                              progress=bar.update, diversity=diversity)
     if as_json:
         echo_json(reports[0] if len(reports) == 1 else reports)
         return
@@ -172,7 +184,31 @@ def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str |
             click.echo(f"note: channel {c} left off the contact sheet: {why}", err=True)
 
 
-def _render_settings(steps: int, size: int, lr: float, seed: int):
+def _render_settings(**fields):
     from circuitatlas.analysis.featurevis.settings import RenderSettings  # imports torch: only when rendering
 
-    return RenderSettings(steps, size, lr, seed)
+    return RenderSettings(**fields)
+
+
+@click.command("decompose")
+@click.argument("model")
+@click.option("--layer", required=True, help="The target unit's layer.")
+@click.option("--channel", required=True, type=click.IntRange(min=0), help="The target unit's channel.")
+@click.option("--from", "upstream", required=True, help="An earlier observation layer to decompose over.")
+@click.option("--min-share", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Leave positions whose weight vector is under this share of the strongest grey.")
+@click.option("--steps", default=512, show_default=True, type=COUNT)
+@click.option("--lr", default=0.05, show_default=True, type=POSITIVE)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def decompose_cmd(obj: CliContext, model: str, layer: str, channel: int, upstream: str, min_share: float, steps: int,
+                  lr: float, seed: int, as_json: bool) -> None:
+    """Decomposed feature visualisation: one image per position of a unit's expanded weights."""
+    report = obj.atlas.decomposed(model, layer, channel, upstream, min_share=min_share,
+                                  settings=_render_settings(steps=steps, lr=lr, seed=seed))
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"{model}/{report['layer']}:{channel} over {report['upstream']}: {report['rendered']} of "
+               f"{report['shape'][0]}x{report['shape'][1]} positions drawn; grid: {report['grid']}")

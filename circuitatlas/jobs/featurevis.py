@@ -12,6 +12,7 @@ from torch import nn
 
 from circuitatlas import artifacts, checks
 from circuitatlas.analysis.featurevis import RenderSettings, render_units
+from circuitatlas.analysis.featurevis.diverse import render_diverse
 from circuitatlas.errors import InvalidInput, RenderError
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layers
@@ -31,8 +32,8 @@ class _Keys:
         self.identity = {k: meta.get(k) for k in ("source", "arch", "weights", "plan", "weights_sha256")}
         self.settings = settings.identity()
 
-    def __call__(self, layer: str, channel: int) -> str:
-        return artifacts.content_key([self.identity, layer, channel, self.settings])
+    def __call__(self, layer: str, channel: int, *variant: Any) -> str:
+        return artifacts.content_key([self.identity, layer, channel, self.settings, *variant])
 
 
 def _checked(store: Store, model: str, layers: Iterable[str],
@@ -91,11 +92,16 @@ def _store_batch(store: Store, model: str, key: _Keys, settings: RenderSettings)
 
 def featurevis(store: Store, model: str, layers: Iterable[str], channels: Iterable[int] | None = None,
                settings: RenderSettings = RenderSettings(), device: str | None = None, chunk: int | None = None,
-               module: nn.Module | None = None, progress: Callable[[int], None] | None = None) -> list[dict]:
+               module: nn.Module | None = None, progress: Callable[[int], None] | None = None,
+               diversity: int = 0) -> list[dict]:
     """Render the units of ``layers`` that have no image for these settings yet; returns one
     report per layer in network order (``layer``, ``rendered``, ``skipped`` of which ``linked``,
     ``sheet``, ``channels``, ``left_out``: channel -> why its stored image is not on the sheet).
-    ``progress(n)`` counts units done."""
+    ``progress(n)`` counts units done. With ``diversity`` N > 1, each unit also gets N images
+    that differ (:func:`~circuitatlas.analysis.featurevis.diverse.render_diverse`, diversity
+    measured in the observation layer below), stored as ``featurevis_diverse`` (PNG paths) and
+    ``featurevis_diverse_activation``; the report adds ``diverse`` (units given them)."""
+    diversity = checks.whole("diversity", diversity, 0)
     chunk = None if chunk is None else checks.whole("chunk", chunk, 1)
     layers, wanted = _checked(store, model, layers, channels)
     key = _Keys(model_meta(store, model), settings)
@@ -113,14 +119,45 @@ def featurevis(store: Store, model: str, layers: Iterable[str], channels: Iterab
                               "try a smaller --size or --device cpu") from None
     elif progress is not None:
         progress(0)
+    diverse = _diverse(store, model, layers, wanted, key, settings, diversity, module) if diversity > 1 else {}
     reports = []
     for layer in layers:
         images, left_out = _usable_images(featurevis_paths(store, model, layer))
         sheet = artifacts.save_contact_sheet(images, artifacts.contact_sheet_path(model, layer))
         set_layer_sheet(store, model, layer, str(sheet))
         reports.append({"layer": layer, "rendered": len(todo[layer]), "skipped": len(wanted[layer]) - len(todo[layer]),
-                        "linked": linked[layer], "sheet": str(sheet), "channels": wanted[layer], "left_out": left_out})
+                        "linked": linked[layer], "sheet": str(sheet), "channels": wanted[layer], "left_out": left_out,
+                        "diverse": diverse.get(layer, 0)})
     return reports
+
+
+def _diverse(store: Store, model: str, layers: list[str], wanted: dict[str, list[int]], key: _Keys,
+             settings: RenderSettings, n: int, module: nn.Module | None) -> dict[str, int]:
+    """``n`` diverse images for each wanted unit (earlier ones with the same key reused), linked
+    on its neuron; returns the number of units per layer."""
+    observed = [row["name"] for row in model_layers(store, model) if row["observed"] and row["kind"] != "input"]
+    options = {k: v for k, v in settings.render_kwargs().items() if k != "start"}
+    net = None
+    done = {}
+    for layer in layers:
+        earlier = observed[:observed.index(layer)] if layer in observed else []
+        below = earlier[-1] if earlier else layer
+        props = {}
+        for c in wanted[layer]:
+            keys = [key(layer, c, "diverse", n, below, k) for k in range(n)]
+            found = [artifacts.load_render(k) for k in keys]
+            if any(f is None for f in found):
+                net = net or network(store, model, module)
+                result = render_diverse(net, layer, c, n, below=below, **options)
+                found = [(artifacts.save_render(k, result.images[i].permute(1, 2, 0).numpy(),
+                                                {"activation": float(result.activations[i]), "layer": layer,
+                                                 "channel": c, "diverse": n, "below": below}),
+                          {"activation": float(result.activations[i])}) for i, k in enumerate(keys)]
+            props[c] = {"featurevis_diverse": [str(png) for png, _ in found],
+                        "featurevis_diverse_activation": [float(side["activation"]) for _, side in found]}
+        set_neuron_properties(store, model, layer, props)
+        done[layer] = len(props)
+    return done
 
 
 def _usable_images(stored: dict[int, str]) -> tuple[list[str], dict[int, str]]:
