@@ -12,11 +12,13 @@ generator (``planted_gabor``, layers edges and project), the zoo's ``curves`` ne
 
 (a) ``rank``: its own render's rank among the layer's renders (channel mean, no transforms);
 (b) ``vs_stimulus``: its render's activation over its best synthetic stimulus (edges, lines,
-    curves, gratings, colour contrasts and discs over orientation, scale, phase and position);
+    curves, gratings, colour contrasts and discs over orientation, scale, phase and position),
+    and for the zoo, ``vs_dataset``: over its best image of 512 from the model's task (not seen in
+    training);
 (c) ``orientation_error``: for units whose best stimulus is oriented, the angle (mod 180) read off
     the render against the stimulus's;
 (d) ``saturation`` and ``high_frequency`` of each render against the stimulus images' 5-95%
-    range;
+    range (and, for the zoo, the task images');
 (e) seconds per unit.
 """
 
@@ -67,8 +69,9 @@ def cases(split: str, weights: str | None) -> list[dict]:
         out += [{"generator": "planted_gabor", "seed": seed, "module": net.module, "layer": layer,
                  "channels": _family(net, layer), "size": 33} for layer in ("edges", "project")]
     curves = zoo.build("curves").module
+    dataset = zoo.task_data(zoo.SPECS["curves"].task, 512, seed=999, size=48)[0]  # images the model was not trained on
     out += [{"generator": "zoo:curves", "seed": None, "module": curves, "layer": layer, "channels": list(range(16)),
-             "size": 48} for layer in ("features.7", "features.11")]
+             "size": 48, "dataset": dataset} for layer in ("features.7", "features.11")]
     if weights:
         out += _mobilenet(weights)
     return out
@@ -108,11 +111,16 @@ def measure(case: dict, param: str, transforms: str, steps: int, lr: float, bank
     found = best_stimuli(module, layer, chans, banks[size])
     best, labels = found.activations, found.labels
     own = np.diag(matrix)
+    data = case.get("dataset")
+    best_data = None if data is None else cross_activations(module, layer, chans, data).max(axis=1)
     units = []
     for i, c in enumerate(chans):
         label = labels[i]
         unit = {"channel": c, "rank": int(ranks[i]), "activation": float(own[i]), "best_stimulus": float(best[i]),
                 "stimulus": label["kind"], "beats_stimulus": bool(own[i] > best[i])}
+        if best_data is not None:
+            unit["best_dataset"] = float(best_data[i])
+            unit["beats_dataset"] = bool(own[i] > best_data[i])
         if label["kind"] in ORIENTED:
             angle, coherence = render_orientation(result.images[i])
             unit["orientation_error"] = _angle_diff(angle, label["orientation"] + ORIENTED[label["kind"]])
@@ -121,8 +129,20 @@ def measure(case: dict, param: str, transforms: str, steps: int, lr: float, bank
     sat, hf = saturation(result.images), high_frequency(result.images)
     for unit, s, h in zip(units, sat, hf):
         unit["saturation"], unit["high_frequency"] = float(s), float(h)
-    return {"generator": case["generator"], "seed": case["seed"], "layer": layer, "size": size,
-            "seconds_per_unit": seconds / len(chans), "units": units}
+    out = {"generator": case["generator"], "seed": case["seed"], "layer": layer, "size": size,
+           "seconds_per_unit": seconds / len(chans), "units": units}
+    if data is not None:
+        out["dataset_range"] = {"saturation": reference_range(saturation(data)),
+                                "high_frequency": reference_range(high_frequency(data))}
+    return out
+
+
+def _mean(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _median(values: list) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def summary(layers: list[dict], references: dict) -> dict:
@@ -144,6 +164,9 @@ def summary(layers: list[dict], references: dict) -> dict:
                     "saturation_median": float(np.median([u["saturation"] for u in units])),
                     "high_frequency_median": float(np.median([u["high_frequency"] for u in units])),
                     "readable": float(np.mean(inside)),
+                    "beats_dataset": _mean([u["beats_dataset"] for u in units if "beats_dataset" in u]),
+                    "vs_dataset_median": _median([u["activation"] / max(u["best_dataset"], 1e-9)
+                                                  for u in units if "best_dataset" in u]),
                     "seconds_per_unit": float(np.mean([m["seconds_per_unit"] for m in layers
                                                        if m["generator"] == gen])),
                     "sizes": sorted(sizes)}

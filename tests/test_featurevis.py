@@ -164,7 +164,7 @@ def test_orientation_instrument_reads_synthetic_curves():
     assert np.sqrt(np.mean(error**2)) < 7 and np.percentile(error, 95) < 12
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])  # one seed: the 16-seed study is in the comment below
 def test_planted_curve_family_images(seed):
     k = 8
     net = build("equivariance", seed=seed, k=k)
