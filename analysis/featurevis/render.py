@@ -206,7 +206,10 @@ def render_units(
     units = [(layer, int(c)) for layer, c in units]
     if start not in STARTS:
         raise InvalidInput(f"start must be one of {list(STARTS)}, not {start!r}")
-    starts = stimulus_starts(model, units, kwargs.get("size", RenderSettings.size)) if start == "stimulus" else None
+    starts = None
+    if start == "stimulus":  # on the render's device: the bank is a forward pass of ~570 images per layer
+        model.to(pick_device(kwargs.get("device")))
+        starts = stimulus_starts(model, units, kwargs.get("size", RenderSettings.size))
     device = pick_device(kwargs.get("device"))
     limit = (512 if device.type == "cuda" else 64) if chunk is None else checks.whole("chunk", chunk, 1)
     parts: list[RenderResult] = []
