@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Sequence
 
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["whole", "real", "fraction", "seconds"]
+__all__ = ["whole", "real", "fraction", "seconds", "choice"]
 
 
 def whole(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -63,3 +63,10 @@ def _within(name: str, number: float, low: float | None, high: float | None) -> 
         raise InvalidInput(f"{name} must be between {low:g} and {high:g}, not {number:g}")
     bound = f"at least {low:g}" if low is not None else f"at most {high:g}"
     raise InvalidInput(f"{name} must be {bound}, not {number:g}")
+
+
+def choice(name: str, value: Any, options: Sequence[str]) -> str:
+    """``value`` when it is one of ``options`` (listed in the error in the order given)."""
+    if value not in options:
+        raise InvalidInput(f"{name} must be one of {list(options)}, not {value!r}")
+    return value

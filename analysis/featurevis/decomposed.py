@@ -15,6 +15,7 @@ from torch import nn
 from circuitatlas.analysis.featurevis.objectives import Objective
 from circuitatlas.analysis.featurevis.render import render
 from circuitatlas.analysis.hooks import run_to_layers
+from circuitatlas.analysis.tuning import model_device
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["Decomposed", "decomposed", "position_objective"]
@@ -71,7 +72,7 @@ def decomposed(model: nn.Module, layer: str, weights: np.ndarray | torch.Tensor,
     model = model.eval()
     with torch.no_grad():
         shape = run_to_layers(model, [layer], torch.full((1, 3, size, size), 0.5,
-                                                         device=next(model.parameters()).device))[layer].shape
+                                                         device=model_device(None, model)))[layer].shape
     if shape[1] != c:
         raise InvalidInput(f"{layer} has {shape[1]} channels; the weights have {c}")
     top, left = origin if origin is not None else (shape[2] // 2 - kh // 2, shape[3] // 2 - kw // 2)

@@ -24,6 +24,7 @@ from torch import nn
 
 from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
+from circuitatlas.analysis.tuning import model_device
 
 __all__ = ["cross_activations", "own_rank", "stimulus_bank", "StimulusBank", "best_stimuli", "BestStimuli",
            "stimulus_starts", "render_orientation",
@@ -35,7 +36,7 @@ HIGH_FREQUENCY = 0.25  # cycles per pixel above which spectral power counts as h
 def _channel_means(model: nn.Module, layer: str, images: torch.Tensor, channels: Sequence[int],
                    batch: int = 64) -> torch.Tensor:
     """(N images, len(channels)) channel means of ``layer`` over all positions."""
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(None, model)
     dtype = next(model.parameters(), torch.empty(0, dtype=torch.float32)).dtype
     index = torch.as_tensor(list(channels), dtype=torch.long)
     out = []

@@ -20,7 +20,6 @@ from circuitatlas.analysis.featurevis.quality import stimulus_starts
 from circuitatlas.analysis.featurevis.settings import STARTS, RenderSettings
 from circuitatlas.analysis.featurevis.transforms import Transform, compose, transforms_for
 from circuitatlas.analysis.hooks import run_to_layers
-from circuitatlas.errors import InvalidInput
 
 __all__ = ["RenderResult", "render", "render_channels", "render_units", "pick_device"]
 
@@ -113,9 +112,7 @@ def render(
     on_cuda = device.type == "cuda"
     model = _prepared(model, objective, size, device, dtype, fold_bn, channels_last)
     generator = torch.Generator().manual_seed(seed)
-    make = PARAMETERISATIONS.get(param)
-    if make is None:
-        raise InvalidInput(f"param must be one of {sorted(PARAMETERISATIONS)}, not {param!r}")
+    make = PARAMETERISATIONS[checks.choice("param", param, sorted(PARAMETERISATIONS))]
     params, image_fn = make(batch, size, sd=init_sd, generator=generator, device=device,
                             dtype=dtype or torch.float32, init=init)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -204,13 +201,11 @@ def render_units(
     image from its best synthetic stimulus (:func:`~.quality.stimulus_starts`) instead of noise.
     """
     units = [(layer, int(c)) for layer, c in units]
-    if start not in STARTS:
-        raise InvalidInput(f"start must be one of {list(STARTS)}, not {start!r}")
-    starts = None
-    if start == "stimulus":  # on the render's device: the bank is a forward pass of ~570 images per layer
-        model.to(pick_device(kwargs.get("device")))
-        starts = stimulus_starts(model, units, kwargs.get("size", RenderSettings.size))
     device = pick_device(kwargs.get("device"))
+    starts = None
+    if checks.choice("start", start, STARTS) == "stimulus":  # on the render's device: the bank is a
+        model.to(device)                                     # forward pass of ~570 images per layer
+        starts = stimulus_starts(model, units, kwargs.get("size", RenderSettings.size))
     limit = (512 if device.type == "cuda" else 64) if chunk is None else checks.whole("chunk", chunk, 1)
     parts: list[RenderResult] = []
     done = 0

@@ -9,7 +9,6 @@ from typing import Any
 from circuitatlas import checks
 from circuitatlas.analysis.featurevis.param import PARAMETERISATIONS
 from circuitatlas.analysis.featurevis.transforms import TRANSFORMS
-from circuitatlas.errors import InvalidInput
 
 __all__ = ["RenderSettings", "STARTS"]
 
@@ -44,12 +43,9 @@ class RenderSettings:
         object.__setattr__(self, "size", checks.whole("size (px)", self.size, 8))
         object.__setattr__(self, "lr", checks.real("lr", self.lr, 0.0, above=True))
         object.__setattr__(self, "seed", checks.whole("seed", self.seed, 0))
-        if self.param not in PARAMETERISATIONS:
-            raise InvalidInput(f"param must be one of {sorted(PARAMETERISATIONS)}, not {self.param!r}")
-        if self.transforms not in TRANSFORMS:
-            raise InvalidInput(f"transforms must be one of {sorted(TRANSFORMS)}, not {self.transforms!r}")
-        if self.start not in STARTS:
-            raise InvalidInput(f"start must be one of {list(STARTS)}, not {self.start!r}")
+        checks.choice("param", self.param, sorted(PARAMETERISATIONS))
+        checks.choice("transforms", self.transforms, sorted(TRANSFORMS))
+        checks.choice("start", self.start, STARTS)
 
     def render_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``render_units``."""

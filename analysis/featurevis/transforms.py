@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from circuitatlas import checks
+
 __all__ = ["pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms", "shift_transforms",
            "TRANSFORMS", "transforms_for"]
 
@@ -90,8 +92,4 @@ TRANSFORMS: dict[str, Callable[[int], list[Transform]]] = {
 
 def transforms_for(name: str, size: int) -> list[Transform]:
     """The named preset of :data:`TRANSFORMS` at ``size`` px."""
-    if name not in TRANSFORMS:
-        from circuitatlas.errors import InvalidInput
-
-        raise InvalidInput(f"transforms must be one of {sorted(TRANSFORMS)}, not {name!r}")
-    return TRANSFORMS[name](size)
+    return TRANSFORMS[checks.choice("transforms", name, sorted(TRANSFORMS))](size)

@@ -13,6 +13,7 @@ from torch import nn
 from circuitatlas import artifacts, checks
 from circuitatlas.analysis.featurevis import RenderSettings, render_units
 from circuitatlas.analysis.featurevis.diverse import render_diverse
+from circuitatlas.analysis.featurevis.quality import best_stimuli, stimulus_bank
 from circuitatlas.errors import InvalidInput, RenderError
 from circuitatlas.jobs.network import network
 from circuitatlas.queries.aliases import resolve_layers
@@ -138,17 +139,22 @@ def _diverse(store: Store, model: str, layers: list[str], wanted: dict[str, list
     observed = [row["name"] for row in model_layers(store, model) if row["observed"] and row["kind"] != "input"]
     options = {k: v for k, v in settings.render_kwargs().items() if k != "start"}
     net = None
+    bank = None
     done = {}
     for layer in layers:
         earlier = observed[:observed.index(layer)] if layer in observed else []
         below = earlier[-1] if earlier else layer
-        props = {}
+        props, scales = {}, None
         for c in wanted[layer]:
             keys = [key(layer, c, "diverse", n, below, k) for k in range(n)]
             found = [artifacts.load_render(k) for k in keys]
             if any(f is None for f in found):
                 net = net or network(store, model, module)
-                result = render_diverse(net, layer, c, n, below=below, **options)
+                if scales is None:  # every wanted unit's best-stimulus activation, in one pass over the bank
+                    bank = bank or stimulus_bank(settings.size)
+                    found_best = best_stimuli(net, layer, wanted[layer], bank).activations
+                    scales = dict(zip(wanted[layer], found_best))
+                result = render_diverse(net, layer, c, n, below=below, scale=float(scales[c]), **options)
                 found = [(artifacts.save_render(k, result.images[i].permute(1, 2, 0).numpy(),
                                                 {"activation": float(result.activations[i]), "layer": layer,
                                                  "channel": c, "diverse": n, "below": below}),
