@@ -11,15 +11,13 @@ each case (plan compilation, a cold page cache) are reported apart and left out 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 from circuitatlas.api import Atlas
-from circuitatlas.benchmarking import machine, scratch_server
+from circuitatlas.benchmarking import add_case, finish, latency, machine, scratch_server
 from circuitatlas.queries.criteria import Units
 
 TARGET_MS = {"paths": 1000.0}
@@ -90,11 +88,7 @@ def measure(atlas: Atlas, call: Callable[[Atlas, int], Any], runs: int, warmup: 
         result = call(atlas, i)
         times.append((time.perf_counter() - began) * 1000)
         sizes.append(size(result))
-    measured = np.asarray(times[warmup:])
-    return {"p50_ms": round(float(np.percentile(measured, 50)), 1),
-            "p95_ms": round(float(np.percentile(measured, 95)), 1),
-            "mean_ms": round(float(measured.mean()), 1), "max_ms": round(float(measured.max()), 1),
-            "warmup_ms": [round(t, 1) for t in times[:warmup]], "rows_median": int(np.median(sizes[warmup:])),
+    return {**latency(times, warmup), "rows_median": int(np.median(sizes[warmup:])),
             "rows_max": int(max(sizes[warmup:]))}
 
 
@@ -112,13 +106,10 @@ def main() -> None:
             atlas.ingest(args.model, "bench", input_size=(3, 224, 224))
             result["setup_ingest_s"] = round(time.monotonic() - began, 1)
             for helper, description, call in cases("bench"):
-                row = {"helper": helper, "call": description, **measure(atlas, call, args.runs, args.warmup)}
-                row["target_ms"] = TARGET_MS.get(helper, DEFAULT_TARGET_MS)
-                row["meets_target"] = row["p95_ms"] < row["target_ms"]
-                result["cases"].append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-    result["meets_all_targets"] = all(row["meets_target"] for row in result["cases"])
-    print(json.dumps(result, indent=2))
+                add_case(result, {"helper": helper, "call": description,
+                                  **measure(atlas, call, args.runs, args.warmup)},
+                         TARGET_MS.get(helper, DEFAULT_TARGET_MS))
+    finish(result)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,21 @@ machine that goes into every result JSON."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from circuitatlas.localserver import LocalServer, free_port
 
-__all__ = ["scratch_server", "machine"]
+__all__ = ["scratch_server", "machine", "latency", "add_case", "finish"]
 
 
 @contextlib.contextmanager
@@ -38,3 +41,25 @@ def machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem, 1), "python": platform.python_version(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def latency(times_ms: Sequence[float], warmup: int) -> dict:
+    """p50, p95, mean and max of timings in ms, the first ``warmup`` reported apart and left out."""
+    measured = np.asarray(times_ms[warmup:])
+    return {"p50_ms": round(float(np.percentile(measured, 50)), 1),
+            "p95_ms": round(float(np.percentile(measured, 95)), 1),
+            "mean_ms": round(float(measured.mean()), 1), "max_ms": round(float(measured.max()), 1),
+            "warmup_ms": [round(t, 1) for t in times_ms[:warmup]]}
+
+
+def add_case(result: dict, row: dict, target_ms: float) -> None:
+    """Mark ``row`` against its p95 target, add it to ``result["cases"]`` and show it on stderr."""
+    row.update(target_ms=target_ms, meets_target=row["p95_ms"] < target_ms)
+    result["cases"].append(row)
+    print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+def finish(result: dict) -> None:
+    """Whether every case met its target, then the whole result as JSON on stdout."""
+    result["meets_all_targets"] = all(row["meets_target"] for row in result["cases"])
+    print(json.dumps(result, indent=2))

@@ -69,7 +69,7 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     tuned = int((tuning.selectivity > 0.5).sum())
     echo(f"radial tuning of {curves}/features.7: {tuned} of {len(tuning.channels)} units are orientation-selective "
          f"(vector strength > 0.5); stored as orientation, orientation_selectivity, tuning")
-    fv = atlas.featurevis(curves, "features.11", steps=128, size=48)
+    fv = atlas.featurevis_layers(curves, ["features.7", "features.11"], steps=128, size=48)[-1]
     echo(f"feature visualisation of {curves}/features.11 (last conv, {len(fv['channels'])} channels; "
          f"{fv['rendered']} rendered, {fv['skipped']} already done): contact sheet {fv['sheet']}")
     motif_report = _run_detectors(atlas, curves, [
@@ -80,6 +80,8 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     planted = f"{name}-planted"
     atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
     echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
+    atlas.featurevis_layers(planted, ["edges", "mid", "high", "top"], steps=128, size=33)
+    echo(f"feature visualisation of {planted}: edges, mid, high and top")
     decomposed = atlas.decomposed(planted, "mid", 0, "edges", steps=256)
     echo(f"decomposed feature visualisation of {planted}/mid:0 (an early-curve unit) over its line detectors: "
          f"{decomposed['rendered']} positions, each a line along the curve's tangent: {decomposed['grid']}")
@@ -94,8 +96,34 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     echo(f"  # the most orientation-selective curve-model units\n  circuitatlas cypher \"MATCH (n:Neuron "
          f"{{model: '{curves}', layer: 'features.7'}}) RETURN n.channel AS unit, n.orientation AS preferred, "
          f"n.orientation_selectivity AS selectivity ORDER BY selectivity DESC LIMIT 8\"")
+    pages = viewer_pages(atlas, curves, planted)
+    echo("look at the circuits: `circuitatlas serve` (read-only viewer on http://127.0.0.1:8765/), then open")
+    for title, url in pages.items():
+        echo(f"  {title}: http://127.0.0.1:8765{url}")
     return {"model": summary.id, "neurons": summary.neurons, "weight_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
             "featurevis_sheet": fv["sheet"], "decomposed_grid": decomposed["grid"], "motifs": motif_report,
-            "queries": [q for _, q in DEMO_QUERIES]}
+            "queries": [q for _, q in DEMO_QUERIES], "viewer_pages": pages}
+
+
+def viewer_pages(atlas, curves: str, planted: str) -> dict[str, str]:
+    """The viewer's most telling pages for the demo's models: the curve model's most orientation-
+    selective unit and its circuit, the planted curve family's motif and the circuit above one of
+    its curve units."""
+    from circuitatlas.web import pages
+
+    found = {"models": "/"}
+    best = atlas.cypher("MATCH (n:Neuron {model: $model, layer: 'features.7'}) "
+                        "WHERE n.orientation_selectivity IS NOT NULL "
+                        "RETURN n.uid AS uid ORDER BY n.orientation_selectivity DESC LIMIT 1", model=curves)
+    if best:
+        found["the curve model's most orientation-selective unit"] = pages.neuron_url(best[0]["uid"])
+        found["its circuit"] = pages.circuit_url(curves, pages.units_of([best[0]["uid"]]))
+    family = [m for m in atlas.motifs(planted) if m["kind"] == "rotation_equivariance"]
+    if family:
+        found["the planted curve family (rotation equivariance)"] = pages.motif_url(family[0]["uid"])
+        member = next((x["uid"] for x in family[0]["members"] if x["role"] == "downstream"), None)
+        if member:
+            found["the circuit above one planted curve unit"] = pages.circuit_url(planted, pages.units_of([member]))
+    return found

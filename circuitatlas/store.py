@@ -392,13 +392,19 @@ class Store(Closing):
                     session.close()
         return total
 
-    def query_read_only(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query_read_only(self, query: str, params: Mapping[str, Any] | None = None, limit: int | None = None,
+                        timeout: float | None = None) -> list[dict[str, Any]]:
         """Run a user's query, refusing anything that would change the graph.
 
         The server's own plan says whether the query writes (``EXPLAIN`` executes nothing);
         the query then runs in a read transaction that is rolled back if it changed anything.
+        ``limit`` keeps the first rows (the rest are discarded on the server, never sent);
+        ``timeout`` (seconds) replaces the store's own transaction timeout for this query.
         """
         params = dict(params or {})
+        unit = self._unit if timeout is None else (
+            lambda work: neo4j.unit_of_work(timeout=max(float(timeout), 0.001), metadata=self.metadata)(
+                _not_retried(work)))
         with self._guarded(), self.session(read=True) as session:
             body = query.lstrip()
             if not body[:7].upper() == "EXPLAIN":
@@ -411,12 +417,13 @@ class Store(Closing):
 
             def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
                 result = tx.run(query, params)
-                rows = [records.row(record) for record in result]
+                rows = [records.row(record) for record in itertools.islice(result, limit)]
                 if result.consume().counters.contains_updates:
                     raise QueryError("refused: this query changed the graph; it was rolled back (pass --write)")
                 return rows
 
-            return session.execute_read(self._unit(work))
+            with _timeout_as_query_error(timeout if timeout is not None else self.query_timeout):
+                return session.execute_read(unit(work))
 
     def query_write(self, query: str, params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Run a user's query that may write, in an auto-commit transaction."""
@@ -450,6 +457,21 @@ class Store(Closing):
     def delete_everything(self, batch: int = 10_000) -> None:
         """Delete every node and edge of this database (the schema stays)."""
         self.run_autocommit(cypher.DELETE_EVERYTHING, batch=batch)
+
+
+class ReadOnlyStore(Store):
+    """A store that opens read sessions only (the viewer's): any write it is asked for fails
+    before a session is opened, and the server refuses writes in a read transaction."""
+
+    @classmethod
+    def over(cls, store: Store) -> "ReadOnlyStore":
+        """A read-only store on ``store``'s driver and settings (closing either closes both)."""
+        return cls(store.driver, store.database, store.uri, store.connection, store.query_timeout)
+
+    def session(self, read: bool = False) -> neo4j.Session:
+        if not read:
+            raise QueryError("refused: this store is read-only (no write session is opened)")
+        return super().session(read=True)
 
 
 def _counters(summary: neo4j.ResultSummary) -> dict[str, int]:

@@ -275,24 +275,26 @@ NEIGHBOUR_SIDES = ("inputs", "outputs")
 
 
 def neighbours(store: Store, unit: str, side: str = "inputs", k: int | None = 10, min_rel: float = 0.0,
-               kind: str = "direct", sign: str | None = None,
+               kind: str = "direct", sign: str | None = None, detail: bool = False,
                timeout: float | None = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
     """One neuron's strongest partners: its inputs (``side="inputs"``) or outputs, by |sum|,
     strongest first, the ``k`` first (None: all), each carrying at least ``min_rel`` of the
     neuron's strongest input (the stored ``rel_in``) or output (``rel_out``). Rows: ``uid``,
-    ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned). One indexed query."""
+    ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned), and with ``detail`` the edge's
+    ``kernel`` (flat), ``kh``, ``kw`` and the partner's ``layer``, ``channel`` and ``featurevis``.
+    One indexed query."""
     if side not in NEIGHBOUR_SIDES:
         raise InvalidInput(f"side must be one of {', '.join(NEIGHBOUR_SIDES)}, not {side!r}")
     params = {"limit": _check_limit(k, "k") if k is not None else 2**31 - 1, "min_rel": _fraction("min_rel", min_rel),
               "sign": _sign(sign)}
     budget = _Budget(timeout)
     if isinstance(unit, str) and kind != "auto":  # one round trip when the uid is canonical and has partners
-        found = budget.read(store, cypher.neighbours_query(names.rel_type(kind), side), uid=unit, **params)
+        found = budget.read(store, cypher.neighbours_query(names.rel_type(kind), side, detail), uid=unit, **params)
         if found:
             return found
     uid = _uid(store, unit)  # an alias, a neuron without such partners, or none at all (the error)
     rel = names.rel_type(resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out"))
-    return budget.read(store, cypher.neighbours_query(rel, side), uid=uid, **params)
+    return budget.read(store, cypher.neighbours_query(rel, side, detail), uid=uid, **params)
 
 
 # -- circuits and paths ---------------------------------------------------------------------------

@@ -482,18 +482,23 @@ ORDER BY cosine DESC, unit.uid LIMIT $limit
 """
 
 
-def neighbours_query(rel_type: str, side: str) -> str:
+def neighbours_query(rel_type: str, side: str, detail: bool = False) -> str:
     """The partners of neuron $uid by |sum|, strongest first: inputs with ``rel_in`` at least
-    $min_rel, or outputs with ``rel_out`` at least $min_rel; $sign as in ``_SIGN``; $limit rows."""
+    $min_rel, or outputs with ``rel_out`` at least $min_rel; $sign as in ``_SIGN``; $limit rows.
+    ``detail`` adds each edge's kernel and the partner's layer, channel and feature visualisation."""
     assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
     pattern, bound = ((f"(p:Neuron)-[r:{rel_type}]->(:Neuron {{uid: $uid}})", "r.rel_in") if side == "inputs"
                       else (f"(:Neuron {{uid: $uid}})-[r:{rel_type}]->(p:Neuron)", "r.rel_out"))
     return f"""
 MATCH {pattern}
 WHERE {bound} >= $min_rel AND {_SIGN.format(r='r')}
-RETURN p.uid AS uid, r.sum AS sum, r.l2 AS l2, r.rel_in AS rel_in, r.rel_out AS rel_out
+RETURN p.uid AS uid, r.sum AS sum, r.l2 AS l2, r.rel_in AS rel_in, r.rel_out AS rel_out{_DETAIL if detail else ""}
 ORDER BY abs(r.sum) DESC, uid LIMIT $limit
 """
+
+
+_DETAIL = (", r.kernel AS kernel, r.kh AS kh, r.kw AS kw, p.layer AS layer, p.channel AS channel, "
+           "p.featurevis AS featurevis")
 
 
 def circuit_step(rel_type: str, kernels: bool) -> str:
@@ -584,3 +589,66 @@ MATCH (l:Layer {uid: uid})
 RETURN uid, EXISTS { (l)<-[:FEEDS {kind: 'expanded'}]-() } AS expanded_in,
        EXISTS { (l)-[:FEEDS {kind: 'expanded'}]->() } AS expanded_out
 """
+
+# -- the viewer (circuitatlas.web, through queries/viewer.py) ------------------------------------
+MODEL_ANALYSES = """
+MATCH (c:Cluster {model: $model})
+WITH c.analysis AS analysis, c.src_layer AS src, c.dst_layer AS dst, c.k AS k, c.method AS method,
+     collect(DISTINCT c.side) AS sides
+RETURN analysis, src, dst, k, method, sides ORDER BY analysis
+"""
+
+MODEL_BRANCHES = """
+MATCH (n:Neuron {model: $model}) WHERE n.branch IS NOT NULL
+WITH n.layer AS layer, n.branch AS branch, count(*) AS units ORDER BY branch
+RETURN layer, collect({branch: branch, units: units}) AS branches
+"""
+
+LAYER_UNITS = """
+MATCH (n:Neuron {model: $model, layer: $layer})
+RETURN n.channel AS channel, n.uid AS uid, n.branch AS branch, n.orientation AS orientation,
+       n.orientation_selectivity AS selectivity, n.featurevis AS featurevis,
+       n.featurevis_activation AS activation,
+       COLLECT { MATCH (n)-[:IN_CLUSTER]->(c:Cluster)
+                 RETURN c {.analysis, .side, .index} ORDER BY c.analysis, c.side } AS clusters,
+       COLLECT { MATCH (n)-[r:IN_MOTIF]->(m:Motif)
+                 RETURN {uid: m.uid, kind: m.kind, role: r.role} ORDER BY m.uid } AS motifs
+ORDER BY channel
+"""
+
+LAYER_IMAGE_KERNELS = """
+MATCH (i:Neuron {model: $model, layer: 'input'})-[w:WEIGHT]->(n:Neuron {model: $model, layer: $layer})
+RETURN n.channel AS channel, i.channel AS rgb, w.kernel AS kernel, w.kh AS kh, w.kw AS kw
+"""
+
+NEURON_MEMBERSHIPS = """
+MATCH (n:Neuron {uid: $uid})
+RETURN COLLECT { MATCH (n)-[r:IN_MOTIF]->(m:Motif)
+                 RETURN {uid: m.uid, kind: m.kind, role: r.role, score: m.score, p_value: m.p_value,
+                         layers: m.layers, fit: r.fit, orientation: r.orientation} ORDER BY m.uid } AS motifs,
+       COLLECT { MATCH (n)-[:IN_CLUSTER]->(c:Cluster)
+                 RETURN c {.analysis, .side, .index, .size, .src_layer, .dst_layer} ORDER BY c.analysis } AS clusters
+"""
+
+MOTIF = """
+MATCH (m:Motif {uid: $uid})
+OPTIONAL MATCH (n:Neuron)-[r:IN_MOTIF]->(m)
+WITH m, n, r ORDER BY r.role, r.orientation, n.layer, n.channel
+RETURN properties(m) AS motif,
+       [x IN collect({uid: n.uid, layer: n.layer, channel: n.channel, featurevis: n.featurevis, role: r.role,
+                      orientation: r.orientation, fit: r.fit, fit_without_strongest: r.fit_without_strongest,
+                      fit_p: r.fit_p}) WHERE x.uid IS NOT NULL] AS members
+"""
+
+SVD_ANALYSIS = """
+MATCH (c:Cluster {model: $model, analysis: $analysis})
+OPTIONAL MATCH (n:Neuron)-[:IN_CLUSTER]->(c)
+WITH c, n ORDER BY n.layer, n.channel
+RETURN c.side AS side, c.index AS index, c.size AS size, c.k AS k, c.src_layer AS src, c.dst_layer AS dst,
+       c.params AS params,
+       [x IN collect({uid: n.uid, layer: n.layer, channel: n.channel, branch: n.branch, featurevis: n.featurevis,
+                      coords: CASE c.side WHEN 'input' THEN n.svd_in ELSE n.svd_out END})
+        WHERE x.uid IS NOT NULL] AS members
+ORDER BY side, index
+"""
+

@@ -1,0 +1,1 @@
+"""The viewer and JSON service (`circuitatlas serve`)."""
