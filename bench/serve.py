@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from circuitatlas.api import Atlas
 from circuitatlas.benchmarking import add_case, finish, latency, machine, scratch_server
 from circuitatlas.web import pages
-from circuitatlas.web.app import create_app
+from circuitatlas.web.app import create_app, freeze_startup_objects
 
 TARGET_MS = 300.0
 
@@ -86,6 +86,7 @@ def main() -> None:
             motif = atlas.motifs("planted")[0]["uid"]
             result["setup_s"] = round(time.monotonic() - began, 1)
             client = TestClient(create_app(atlas.store))
+            freeze_startup_objects()  # as `circuitatlas serve` does
             for description, url in cases("bench", analysis, motif):
                 add_case(result, {"page": description, "example": url(0),
                                   **measure(client, url, args.runs, args.warmup)}, TARGET_MS)

@@ -604,16 +604,14 @@ WITH n.layer AS layer, n.branch AS branch, count(*) AS units ORDER BY branch
 RETURN layer, collect({branch: branch, units: units}) AS branches
 """
 
+# one row holding a list: a 1024-unit layer decodes in a fifth of the time of 1024 rows
 LAYER_UNITS = """
 MATCH (n:Neuron {model: $model, layer: $layer})
-RETURN n.channel AS channel, n.uid AS uid, n.branch AS branch, n.orientation AS orientation,
-       n.orientation_selectivity AS selectivity, n.featurevis AS featurevis,
-       n.featurevis_activation AS activation,
-       COLLECT { MATCH (n)-[:IN_CLUSTER]->(c:Cluster)
-                 RETURN c {.analysis, .side, .index} ORDER BY c.analysis, c.side } AS clusters,
-       COLLECT { MATCH (n)-[r:IN_MOTIF]->(m:Motif)
-                 RETURN {uid: m.uid, kind: m.kind, role: r.role} ORDER BY m.uid } AS motifs
-ORDER BY channel
+WITH n ORDER BY n.channel
+RETURN collect(n {.channel, .uid, .branch, .orientation, selectivity: n.orientation_selectivity, .featurevis,
+                  activation: n.featurevis_activation,
+                  clusters: [(n)-[:IN_CLUSTER]->(c:Cluster) | c {.analysis, .side, .index}],
+                  motifs: [(n)-[r:IN_MOTIF]->(m:Motif) | {uid: m.uid, kind: m.kind, role: r.role}]}) AS units
 """
 
 LAYER_IMAGE_KERNELS = """

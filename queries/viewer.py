@@ -32,7 +32,7 @@ def layer_units(store: Store, model: str, layer: str) -> list[dict[str, Any]]:
     """Every neuron of a layer by channel: ``channel``, ``uid``, ``branch``, ``orientation``,
     ``selectivity``, ``featurevis`` (path as stored), ``activation``, ``clusters`` (analysis, side,
     index) and ``motifs`` (uid, kind, role)."""
-    return store.read(cypher.LAYER_UNITS, model=model, layer=layer)
+    return store.read_with_timeout(cypher.LAYER_UNITS, None, model=model, layer=layer)[0]["units"]
 
 
 def image_kernels(store: Store, model: str, layer: str) -> dict[int, np.ndarray]:

@@ -23,12 +23,13 @@ def serve_cmd(obj: CliContext, host: str, port: int, token: str | None) -> None:
     """Serve the circuit viewer and its JSON API (read-only) until Ctrl-C."""
     import uvicorn
 
-    from circuitatlas.web.app import create_app, is_loopback
+    from circuitatlas.web.app import create_app, freeze_startup_objects, is_loopback
 
     if not is_loopback(host) and not token:
         raise click.UsageError(f"--host {host} is reachable from other machines: pass --token (or set "
                                "CIRCUITATLAS_SERVE_TOKEN) so that every request must carry it")
     app = create_app(obj.atlas.store, token=token or None)
+    freeze_startup_objects()
     shown = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     click.echo(f"circuitatlas viewer on {shown}{'?token=...' if token else ''} (read-only; Ctrl-C stops it)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("CIRCUITATLAS_SERVE_LOG", "warning"))

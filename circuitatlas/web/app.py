@@ -7,6 +7,7 @@ not hold, 400 for bad parameters or a refused console query, 503 when Neo4j cann
 
 from __future__ import annotations
 
+import gc
 import hmac
 import ipaddress
 import json
@@ -28,7 +29,7 @@ from circuitatlas.errors import CircuitAtlasError, ConnectionFailed, InvalidInpu
 from circuitatlas.store import ReadOnlyStore, Store
 from circuitatlas.web import figures, pages
 
-__all__ = ["create_app", "is_loopback", "TOKEN_ENV", "TOKEN_COOKIE"]
+__all__ = ["create_app", "is_loopback", "freeze_startup_objects", "TOKEN_ENV", "TOKEN_COOKIE"]
 
 TOKEN_ENV = "CIRCUITATLAS_SERVE_TOKEN"
 TOKEN_COOKIE = "circuitatlas_token"
@@ -45,6 +46,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def freeze_startup_objects() -> None:
+    """Take every object alive now (torch, numpy, the app: some 200k) out of the garbage
+    collector's full passes, which otherwise walk them all about once per large page (GoogLeNet's
+    1024-unit layer page: p95 300 ms before, 120 ms after). For the serving process, at start."""
+    gc.collect()
+    gc.freeze()
 
 
 def _number(request: Request, name: str, default: Any, kind: type) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 
 from circuitatlas import checks, names, paths
 from circuitatlas.errors import InvalidInput
-from circuitatlas.queries import connectivity, models, viewer
+from circuitatlas.queries import aliases, connectivity, models, viewer
 from circuitatlas.queries.connectivity import Truncated
 from circuitatlas.queries.paths import circuit as circuit_graph
 from circuitatlas.store import Store
@@ -144,19 +144,18 @@ def _reason(diagnostics: dict) -> str | None:
 def layer_page(store: Store, model: str, layer: str) -> dict[str, Any]:
     """Every unit of a layer as a tile: its feature visualisation (or its RGB kernel for a layer
     that reads the image), branch, clusters, motifs, orientation and selectivity."""
-    models.model_meta(store, model)
-    info = models.layer_info(store, model, layer)
+    layers = models.model_layers(store, model)  # NotFound for an unknown model
+    at = next((i for i, e in enumerate(layers) if layer == e["name"] or layer in e["aliases"]), None)
+    if at is None:
+        aliases.resolve_layer(store, model, layer)  # NotFound with the closest names
+    layer = layers[at]["name"]
     kernels = viewer.image_kernels(store, model, layer)
-    units = []
-    for unit in viewer.layer_units(store, model, layer):
-        units.append({**unit, "url": neuron_url(unit["uid"]), "featurevis_url": file_url(unit["featurevis"]),
-                      "rgb_kernel": kernels.get(unit["channel"])})
-    layers = models.model_layers(store, model)
-    at = next(i for i, entry in enumerate(layers) if entry["name"] == layer)
+    units = [{**unit, "url": neuron_url(unit["uid"]), "featurevis_url": file_url(unit["featurevis"]),
+              "rgb_kernel": kernels.get(unit["channel"])} for unit in viewer.layer_units(store, model, layer)]
+    info = {k: layers[at][k] for k in ("name", "kind", "channels", "shape", "order")}
     around = {"previous": layers[at - 1]["name"] if at > 0 else None,
               "next": layers[at + 1]["name"] if at + 1 < len(layers) else None}
-    return _plain({"model": model, "layer": {"name": layer, **info, "order": layers[at]["order"],
-                                             "featurevis_sheet": file_url(layers[at]["featurevis_sheet"]),
+    return _plain({"model": model, "layer": {**info, "featurevis_sheet": file_url(layers[at]["featurevis_sheet"]),
                                              **around}, "units": units})
 
 
