@@ -211,10 +211,12 @@ class Store(Closing):
         """``text`` with this store's transaction timeout (``long``: batched deletes) and tag."""
         return neo4j.Query(text, timeout=self._timeout(long), metadata=self.metadata)
 
-    def _unit(self, work: Callable) -> Callable:
-        """``work`` as a managed transaction function with this store's timeout and tag; the
-        driver retries transient errors, but not those in NOT_RETRIED."""
-        return neo4j.unit_of_work(timeout=self.query_timeout, metadata=self.metadata)(_not_retried(work))
+    def _unit(self, work: Callable, timeout: float | None = None) -> Callable:
+        """``work`` as a managed transaction function with ``timeout`` seconds (None: this
+        store's) and this store's tag; the driver retries transient errors, but not those in
+        NOT_RETRIED."""
+        seconds = self.query_timeout if timeout is None else max(float(timeout), 0.001)
+        return neo4j.unit_of_work(timeout=seconds, metadata=self.metadata)(_not_retried(work))
 
     def cancel_running(self) -> int:
         """End on the server every transaction this store still has running, over a connection of
@@ -402,9 +404,6 @@ class Store(Closing):
         ``timeout`` (seconds) replaces the store's own transaction timeout for this query.
         """
         params = dict(params or {})
-        unit = self._unit if timeout is None else (
-            lambda work: neo4j.unit_of_work(timeout=max(float(timeout), 0.001), metadata=self.metadata)(
-                _not_retried(work)))
         with self._guarded(), self.session(read=True) as session:
             body = query.lstrip()
             if not body[:7].upper() == "EXPLAIN":
@@ -423,7 +422,7 @@ class Store(Closing):
                 return rows
 
             with _timeout_as_query_error(timeout if timeout is not None else self.query_timeout):
-                return session.execute_read(unit(work))
+                return session.execute_read(self._unit(work, timeout))
 
     def query_write(self, query: str, params: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Run a user's query that may write, in an auto-commit transaction."""
@@ -461,7 +460,13 @@ class Store(Closing):
 
 class ReadOnlyStore(Store):
     """A store that opens read sessions only (the viewer's): any write it is asked for fails
-    before a session is opened, and the server refuses writes in a read transaction."""
+    before a session is opened, and the server refuses writes in a read transaction. Its reads
+    are auto-commit transactions (:meth:`read_with_timeout`), which the driver does not retry: a
+    page fails at once when Neo4j is down instead of after the driver's 30 s of retries (its
+    queries return maps and lists, never nodes)."""
+
+    def read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        return self.read_with_timeout(query, None, **params)
 
     @classmethod
     def over(cls, store: Store) -> "ReadOnlyStore":

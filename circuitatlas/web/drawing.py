@@ -195,9 +195,10 @@ def circuit_svg(nodes: dict[str, dict[str, Any]], edges: Sequence[dict[str, Any]
     unit it feeds, blue for positive and red for negative, as wide as its share of the target's
     strongest input (``rel_in``). Edges carry ``data-edge`` (their index) for the page's script."""
     parts, size = [], layout.tile
-    for layer_row, (layer, uids) in enumerate(layout.rows):
-        y = 10 + layer_row * (size + ROW_GAP) + size / 2
-        parts.append(f'<text class="row-label" x="8" y="{y + 4:.0f}" font-weight="bold">{_e(layer)}</text>')
+    for layer, uids in layout.rows:  # each row's layer named just left of its first unit
+        x, y = layout.xy[uids[0]]
+        parts.append(f'<text class="row-label" x="{x - 8:.0f}" y="{y + size / 2 + 4:.0f}" text-anchor="end" '
+                     f'font-weight="bold">{_e(layer)}</text>')
     for i, edge in sorted(enumerate(edges), key=lambda item: abs(item[1].get("rel_in", 0))):
         (ax, ay), (bx, by) = layout.xy[edge["source"]], layout.xy[edge["target"]]
         x1, y1, x2, y2 = ax + size / 2, ay, bx + size / 2, by + size + 12
