@@ -313,6 +313,8 @@ def test_token_is_required_when_set(served):
     assert client.get("/api/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     first = client.get("/models/pl?token=s3cret", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/models/pl"
+    kept = client.get("/console", params={"q": "RETURN 1 & 2", "token": "s3cret", "limit": "5"}, follow_redirects=False)
+    assert kept.headers["location"] == "/console?q=RETURN+1+%26+2&limit=5"  # the rest of the query, intact
     assert client.get("/models/pl").status_code == 200  # the cookie carries it from now on
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")

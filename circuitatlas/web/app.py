@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -136,7 +136,7 @@ class TokenRequired:
         given = (header[7:] if header.lower().startswith("bearer ") else None) or request.cookies.get(TOKEN_COOKIE)
         in_url = request.query_params.get("token")
         if in_url is not None and self._ok(in_url):
-            query = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "token")
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             response: Response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), 303)
             response.set_cookie(TOKEN_COOKIE, in_url, httponly=True, samesite="strict")
         elif given is not None and self._ok(given):
