@@ -10,14 +10,13 @@ each case (plan compilation, a cold page cache) are reported apart and left out 
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 from circuitatlas.api import Atlas
-from circuitatlas.benchmarking import add_case, finish, latency, machine, scratch_server
+from circuitatlas.benchmarking import add_case, finish, latency, latency_run, scratch_server
 from circuitatlas.queries.criteria import Units
 
 TARGET_MS = {"paths": 1000.0}
@@ -93,13 +92,7 @@ def measure(atlas: Atlas, call: Callable[[Atlas, int], Any], runs: int, warmup: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args()
-    result: dict[str, Any] = {"benchmark": "query_api", "model": args.model, "weights": "random (none)",
-                              "runs": args.runs, "warmup": args.warmup, "machine": machine(), "cases": []}
+    args, result = latency_run("query_api")
     with scratch_server("ca-bench-queries-") as (server, _):
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             began = time.monotonic()

@@ -11,7 +11,6 @@ through different units; the first ``--warmup`` calls of each case are reported 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any, Callable
@@ -21,7 +20,7 @@ import numpy as np
 from starlette.testclient import TestClient
 
 from circuitatlas.api import Atlas
-from circuitatlas.benchmarking import add_case, finish, latency, machine, scratch_server
+from circuitatlas.benchmarking import add_case, finish, latency, latency_run, scratch_server
 from circuitatlas.web import pages
 from circuitatlas.web.app import create_app, freeze_startup_objects
 
@@ -66,14 +65,7 @@ def measure(client: TestClient, url: Callable[[int], str], runs: int, warmup: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="googlenet")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args()
-    result: dict[str, Any] = {"benchmark": "serve", "model": args.model, "weights": "random (none)",
-                              "runs": args.runs, "warmup": args.warmup, "target_ms": TARGET_MS,
-                              "machine": machine(), "cases": []}
+    args, result = latency_run("serve", target_ms=TARGET_MS)
     with scratch_server("ca-bench-serve-") as (server, _):
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             began = time.monotonic()

@@ -15,7 +15,7 @@ from PIL import Image
 from circuitatlas import paths
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["inside", "content_key", "render_paths", "save_render", "load_render", "image_problem",
+__all__ = ["inside", "stored_path", "content_key", "render_paths", "save_render", "load_render", "image_problem",
            "contact_sheet_path", "save_contact_sheet", "save_example_crops", "save_grid"]
 
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # what Pillow raises on bad files
@@ -31,6 +31,20 @@ def inside(*parts: str, root: Path | None = None) -> Path:
     if real != real_base and real_base not in real.parents:
         raise InvalidInput(f"{'/'.join(parts)!r} would put a file outside {base}")
     return path
+
+
+def stored_path(path: Any) -> Path | None:
+    """``path`` (a path read back from the graph, absolute or relative to the artifacts folder)
+    resolved, symlinks followed, when it lies inside the artifacts folder; None otherwise (also
+    for anything that is not a path). Touches no file but to resolve links."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        return None
+    base = paths.artifacts_dir()
+    try:
+        real, real_base = base.joinpath(path).resolve(), base.resolve()
+    except (ValueError, OSError):  # a NUL byte, a symlink loop
+        return None
+    return real if real_base in real.parents else None
 
 
 def content_key(spec: Any, length: int = 24) -> str:
@@ -72,15 +86,11 @@ def image_problem(path: Any) -> str | None:
     """Why ``path``, an image path read back from the graph, cannot be used: it resolves outside
     the artifacts folder (a stale or foreign path), is no file, or does not open as an image;
     None when it can be used."""
-    base = paths.artifacts_dir()
     if not isinstance(path, (str, Path)) or not str(path):
         return f"{path!r} is not a file path"
-    try:
-        real, real_base = base.joinpath(path).resolve(), base.resolve()
-    except (ValueError, OSError):  # a NUL byte, a symlink loop
-        return f"{path!r} is not a file path"
-    if real_base not in real.parents:
-        return f"{path} is outside the artifacts folder {base}"
+    real = stored_path(path)
+    if real is None:
+        return f"{path} is outside the artifacts folder {paths.artifacts_dir()} (or not a path at all)"
     if not real.is_file():
         return f"{path} does not exist"
     try:

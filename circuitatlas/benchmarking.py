@@ -3,6 +3,7 @@ machine that goes into every result JSON."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ import torch
 
 from circuitatlas.localserver import LocalServer, free_port
 
-__all__ = ["scratch_server", "machine", "latency", "add_case", "finish"]
+__all__ = ["scratch_server", "machine", "latency_run", "latency", "add_case", "finish"]
 
 
 @contextlib.contextmanager
@@ -41,6 +42,19 @@ def machine() -> dict:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem, 1), "python": platform.python_version(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def latency_run(benchmark: str, **fields: object) -> tuple[argparse.Namespace, dict]:
+    """The command line of a latency benchmark over an ingested model (``--model googlenet``,
+    ``--runs 20``, ``--warmup 2``) and its result's head: those settings, ``fields``, the machine
+    and an empty ``cases`` list."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="googlenet")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    return args, {"benchmark": benchmark, "model": args.model, "weights": "random (none)", "runs": args.runs,
+                  "warmup": args.warmup, **fields, "machine": machine(), "cases": []}
 
 
 def latency(times_ms: Sequence[float], warmup: int) -> dict:

@@ -20,7 +20,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -58,11 +58,13 @@ class Adjacency:
     kind: str = "direct"
     truncated: bool = False
 
-    def matrix(self, value: str = "sum") -> tuple[np.ndarray, list[str], list[str]]:
+    def matrix(self, value: str = "sum", targets: Sequence[str] | None = None,
+               sources: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
         """``(M, target_uids, source_uids)``: one edge column as a (targets, sources) array, 0 where
-        no edge was returned; rows and columns in the order of :attr:`targets` and :attr:`sources`."""
-        rows = [u["uid"] for u in self.targets]
-        cols = [u["uid"] for u in self.sources]
+        no edge was returned; rows and columns in the order of :attr:`targets` and :attr:`sources`,
+        or of the uids given (which must include every unit that has an edge here)."""
+        rows = list(targets) if targets is not None else [u["uid"] for u in self.targets]
+        cols = list(sources) if sources is not None else [u["uid"] for u in self.sources]
         at_row, at_col = {u: i for i, u in enumerate(rows)}, {u: i for i, u in enumerate(cols)}
         out = np.zeros((len(rows), len(cols)))
         for edge in self.edges:

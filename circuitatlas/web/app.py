@@ -184,41 +184,39 @@ def _failure(request: Request, exc: Exception) -> Response:
     return _error(request, 500, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
+def _answering(respond: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """A route that turns every failure of ``respond`` into an error page (:func:`_failure`)."""
+    def route(request: Request) -> Response:
+        try:
+            return respond(request)
+        except Exception as exc:  # noqa: BLE001 -- every failure becomes an error page
+            return _failure(request, exc)
+    return route
+
+
 def _html_route(store: Store, name: str, data: Callable[[Store, Request], dict]) -> Callable:
     template = TEMPLATES.get_template(f"{name}.html")
     draw = figures.FIGURES.get(name, lambda _: {})
 
     def page(request: Request) -> Response:
-        try:
-            found = data(store, request)
-            path = request.url.path if request.url.path != "/" else "/models"
-            api_url = f"/api{path}" + (f"?{request.url.query}" if request.url.query else "")
-            return HTMLResponse(template.render(page=name, data=found, figures=draw(found), api_url=api_url,
-                                                params=dict(request.query_params)))
-        except Exception as exc:  # noqa: BLE001 -- every failure becomes an error page
-            return _failure(request, exc)
-    return page
+        found = data(store, request)
+        path = request.url.path if request.url.path != "/" else "/models"
+        api_url = f"/api{path}" + (f"?{request.url.query}" if request.url.query else "")
+        return HTMLResponse(template.render(page=name, data=found, figures=draw(found), api_url=api_url,
+                                            params=dict(request.query_params)))
+    return _answering(page)
 
 
 def _api_route(store: Store, data: Callable[[Store, Request], dict]) -> Callable:
-    def api(request: Request) -> Response:
-        try:
-            return JSONResponse(data(store, request))
-        except Exception as exc:  # noqa: BLE001
-            return _failure(request, exc)
-    return api
+    return _answering(lambda request: JSONResponse(data(store, request)))
 
 
 def _circuit_svg(store: Store) -> Callable:
     def svg(request: Request) -> Response:
-        try:
-            found = _circuit(store, request)
-            body = figures.circuit_figure(found, image_url=figures.inline_image)
-            return Response('<?xml version="1.0" encoding="UTF-8"?>\n' + body, media_type="image/svg+xml",
-                            headers={"Content-Disposition": 'attachment; filename="circuit.svg"'})
-        except Exception as exc:  # noqa: BLE001
-            return _failure(request, exc)
-    return svg
+        body = figures.circuit_figure(_circuit(store, request), image_url=figures.inline_image)
+        return Response('<?xml version="1.0" encoding="UTF-8"?>\n' + body, media_type="image/svg+xml",
+                        headers={"Content-Disposition": 'attachment; filename="circuit.svg"'})
+    return _answering(svg)
 
 
 def _file(request: Request) -> Response:
@@ -243,7 +241,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
         routes.append(Route(path, _html_route(store, name, data)))
         if path != "/":
             routes.append(Route("/api" + path, _api_route(store, data)))
-    routes += [Route("/files/{path:path}", _file),
+    routes += [Route(pages.FILES + "{path:path}", _file),
                Mount("/static", StaticFiles(directory=HERE / "static"), name="static")]
     middleware = [Middleware(TokenRequired, token=token)] if token else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={404: _not_found})

@@ -46,11 +46,7 @@ def circuit_figure(data: dict[str, Any], image_url: Callable[[Any], str | None] 
 def inline_image(url: Any) -> str | None:
     """A ``/files/`` URL as a ``data:`` URI of the file (for an SVG that stands alone), None when
     the file is not under the artifacts folder."""
-    if not isinstance(url, str) or not url.startswith("/files/"):
-        return None
-    from urllib.parse import unquote
-
-    file = pages.artifact_file(unquote(url[len("/files/"):]))
+    file = pages.url_file(url)
     if file is None:
         return None
     return "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode()

@@ -11,12 +11,13 @@ import math
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import networkx as nx
 import numpy as np
 
-from circuitatlas import checks, names, paths
+from circuitatlas import artifacts, checks, names, paths
+from circuitatlas.analysis.svd import branch_contingency
 from circuitatlas.errors import InvalidInput
 from circuitatlas.queries import aliases, connectivity, models, viewer
 from circuitatlas.queries.connectivity import Truncated
@@ -42,30 +43,30 @@ EQUIVARIANT_ROLES = {"rotation_equivariance": ("upstream", "downstream")}
 
 
 # -- files ----------------------------------------------------------------------------------------
+FILES = "/files/"  # the route that serves the artifacts folder
+
+
 def artifact_file(relative: str) -> Path | None:
     """The file under the artifacts folder that ``relative`` names, or None when it resolves
     outside the folder or is not a file (a graph is user data: its paths are not trusted)."""
-    base = paths.artifacts_dir().resolve()
-    try:
-        real = (base / relative).resolve()
-    except (OSError, ValueError):
-        return None
-    return real if base in real.parents and real.is_file() else None
+    real = artifacts.stored_path(relative)
+    return real if real is not None and real.is_file() else None
 
 
 def file_url(path: Any) -> str | None:
     """``/files/<path relative to the artifacts folder>`` for a stored path inside that folder,
     else None (no file is opened here; the ``/files/`` route checks again)."""
-    if not isinstance(path, str) or not path:
+    real = artifacts.stored_path(path) if isinstance(path, str) else None
+    if real is None:
         return None
-    base = paths.artifacts_dir().resolve()
-    try:
-        real = (base / path).resolve()
-    except (OSError, ValueError):
+    return FILES + quote(real.relative_to(paths.artifacts_dir().resolve()).as_posix())
+
+
+def url_file(url: Any) -> Path | None:
+    """The file a :func:`file_url` URL names (None for any other URL, or a file not there)."""
+    if not isinstance(url, str) or not url.startswith(FILES):
         return None
-    if base not in real.parents:
-        return None
-    return "/files/" + quote(real.relative_to(base).as_posix())
+    return artifact_file(unquote(url[len(FILES):]))
 
 
 # -- URLs of pages --------------------------------------------------------------------------------
@@ -151,12 +152,22 @@ def layer_page(store: Store, model: str, layer: str) -> dict[str, Any]:
     layer = layers[at]["name"]
     kernels = viewer.image_kernels(store, model, layer)
     units = [{**unit, "url": neuron_url(unit["uid"]), "featurevis_url": file_url(unit["featurevis"]),
-              "rgb_kernel": kernels.get(unit["channel"])} for unit in viewer.layer_units(store, model, layer)]
+              "rgb_kernel": kernels.get(unit["channel"]), "cluster_keys": [_cluster_key(c) for c in unit["clusters"]]}
+             for unit in viewer.layer_units(store, model, layer)]
+    clusters = {_cluster_key(c): f"{c['index']} ({c['side']}, {c['analysis']})" for u in units for c in u["clusters"]}
+    filters = {"branches": sorted({u["branch"] for u in units if u["branch"] is not None}),
+               "clusters": [{"key": key, "label": clusters[key]} for key in sorted(clusters)],
+               "motifs": sorted({m["kind"] for u in units for m in u["motifs"]})}
     info = {k: layers[at][k] for k in ("name", "kind", "channels", "shape", "order")}
     around = {"previous": layers[at - 1]["name"] if at > 0 else None,
               "next": layers[at + 1]["name"] if at + 1 < len(layers) else None}
     return _plain({"model": model, "layer": {**info, "featurevis_sheet": file_url(layers[at]["featurevis_sheet"]),
-                                             **around}, "units": units})
+                                             **around}, "units": units, "filters": filters})
+
+
+def _cluster_key(cluster: dict[str, Any]) -> str:
+    """One cluster of one analysis as the layer page's filter names it."""
+    return f"{cluster['analysis']}|{cluster['side']}|{cluster['index']}"
 
 
 def neuron_page(store: Store, model: str, layer: str, channel: int, k: int = PARTNERS) -> dict[str, Any]:
@@ -228,7 +239,7 @@ def circuit_page(store: Store, model: str, units: str, depth: int = CIRCUIT_DEFA
     share of the target's strongest input and kernel; ``layer_order`` for drawing."""
     depth = checks.whole("depth", depth, 1, MAX_CIRCUIT_DEPTH)
     limit = checks.whole("limit", limit, 1, CIRCUIT_MAX_EDGES)
-    models.model_meta(store, model)
+    order = {layer["name"]: layer["order"] for layer in models.model_layers(store, model)}  # NotFound: no model
     targets = parse_units(model, units)
     graph, truncated = nx.DiGraph(), False
     for uid in targets:
@@ -237,7 +248,6 @@ def circuit_page(store: Store, model: str, units: str, depth: int = CIRCUIT_DEFA
             graph = nx.compose(graph, circuit_graph(store, uid, depth=depth, min_rel=min_rel, kind=kind,
                                                     kernels=kernels, limit=limit, timeout=PAGE_TIMEOUT))
         truncated = truncated or any(issubclass(w.category, Truncated) for w in caught)
-    order = {layer["name"]: layer["order"] for layer in models.model_layers(store, model)}
     nodes = [{"uid": uid, "layer": p.get("layer"), "channel": p.get("channel"), "depth": p.get("depth"),
               "branch": p.get("branch"), "featurevis_url": file_url(p.get("featurevis")), "url": neuron_url(uid)}
              for uid, p in graph.nodes(data=True)]
@@ -266,14 +276,10 @@ def motif_page(store: Store, uid: str) -> dict[str, Any]:
                     for r in EQUIVARIANT_ROLES[found["kind"]])
         if up and down:
             kind = connectivity.resolve_kind(store, [m["uid"] for m in down], "auto")
-            table = connectivity.adjacency(store, [m["uid"] for m in up], [m["uid"] for m in down], kind=kind,
-                                           timeout=PAGE_TIMEOUT)
-            at_row = {m["uid"]: i for i, m in enumerate(down)}
-            at_col = {m["uid"]: j for j, m in enumerate(up)}
-            values = np.zeros((len(down), len(up)))
-            for edge in table.edges:
-                values[at_row[edge["target"]], at_col[edge["source"]]] = edge["sum"]
-            matrix = {"kind": kind, "rows": [m["uid"] for m in down], "cols": [m["uid"] for m in up],
+            rows, cols = [m["uid"] for m in down], [m["uid"] for m in up]
+            table = connectivity.adjacency(store, cols, rows, kind=kind, timeout=PAGE_TIMEOUT)
+            values = table.matrix("sum", targets=rows, sources=cols)[0]
+            matrix = {"kind": kind, "rows": rows, "cols": cols,
                       "row_orientations": [m["orientation"] for m in down],
                       "col_orientations": [m["orientation"] for m in up], "values": values}
     return _plain({"motif": found, "roles": roles, "matrix": matrix, "model_url": model_url(found["model"])})
@@ -284,18 +290,16 @@ def svd_page(store: Store, model: str, analysis: str) -> dict[str, Any]:
     of each side."""
     models.model_meta(store, model)
     clusters = viewer.svd_analysis(store, model, analysis)
-    table: dict[str, dict[str, Any]] = {}
+    tables = {}
+    for side in sorted({c["side"] for c in clusters}):
+        members = [(c["index"], m) for c in clusters if c["side"] == side for m in c["members"]]
+        report = branch_contingency(np.array([i for i, _ in members]), [m["branch"] or "-" for _, m in members])
+        tables[side] = {"branches": report.branches, "rows": [
+            {"cluster": c, "counts": report.counts[i], "p_values": report.p_values[i]}
+            for i, c in enumerate(report.clusters)]}
     for c in clusters:
-        side = table.setdefault(c["side"], {"branches": set(), "counts": {}})
         for m in c["members"]:
             m["url"], m["featurevis_url"] = neuron_url(m["uid"]), file_url(m["featurevis"])
-            branch = m["branch"] or "-"
-            side["branches"].add(branch)
-            side["counts"][f"{c['index']}|{branch}"] = side["counts"].get(f"{c['index']}|{branch}", 0) + 1
-    tables = {s: {"branches": sorted(t["branches"]),
-                  "rows": [{"cluster": c["index"], "counts": [t["counts"].get(f"{c['index']}|{b}", 0)
-                                                              for b in sorted(t["branches"])]}
-                           for c in clusters if c["side"] == s]} for s, t in table.items()}
     first = clusters[0]
     return _plain({"model": model, "analysis": analysis, "src": first["src"], "dst": first["dst"], "k": first["k"],
                    "params": first["params"], "clusters": clusters, "tables": tables, "model_url": model_url(model)})
