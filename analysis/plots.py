@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from circuitatlas.analysis.svd import SvdResult
 
-__all__ = ["rgb_thumbnail", "svd_scatter"]
+__all__ = ["rgb_thumbnail", "svd_scatter", "cka_heatmap", "matched_pairs", "stacked"]
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -60,4 +60,79 @@ def svd_scatter(
     out = Image.new("RGB", (2 * size + 10, size), "white")
     out.paste(left, (0, 0))
     out.paste(right, (size + 10, 0))
+    return out
+
+
+def _diverging(value: float) -> tuple[int, int, int]:
+    """0 -> white, 1 -> dark blue; NaN (not compared) -> light grey."""
+    if not np.isfinite(value):
+        return (235, 235, 235)
+    v = float(np.clip(value, 0.0, 1.0))
+    return (int(255 - 215 * v), int(255 - 175 * v), int(255 - 80 * v))
+
+
+def _vertical_text(text: str) -> Image.Image:
+    """``text`` written bottom to top (for column labels), black on white."""
+    img = Image.new("RGB", (7 * len(text) + 6, 14), "white")
+    ImageDraw.Draw(img).text((2, 1), text, fill="black")
+    return img.rotate(90, expand=True)
+
+
+def cka_heatmap(rows: list[str], columns: list[str], values: np.ndarray, baseline: np.ndarray | None = None,
+                title: str = "", cell: int = 52) -> Image.Image:
+    """A rows x columns grid of CKA values (NaN: not compared), coloured by value and labelled,
+    with ``baseline`` (the random-init networks' CKA) in brackets under each value."""
+    values = np.asarray(values, dtype=np.float64)
+    left = 16 + 7 * max((len(r) for r in rows), default=4)
+    top = 36 + 7 * max((len(c) for c in columns), default=4)
+    img = Image.new("RGB", (max(left + cell * len(columns) + 20, 8 * len(title) + 20), top + cell * len(rows) + 16),
+                    "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 8), title, fill="black")
+    for j, name in enumerate(columns):
+        label = _vertical_text(name)
+        img.paste(label, (left + j * cell + (cell - label.width) // 2, top - 4 - label.height))
+    for i, name in enumerate(rows):
+        draw.text((8, top + i * cell + cell // 2 - 6), name, fill="black")
+        for j in range(len(columns)):
+            v = values[i, j]
+            box = [left + j * cell, top + i * cell, left + (j + 1) * cell - 2, top + (i + 1) * cell - 2]
+            draw.rectangle(box, fill=_diverging(v))
+            if np.isfinite(v):
+                ink = "white" if v > 0.6 else "black"
+                draw.text((box[0] + 10, box[1] + 10), f"{v:.2f}", fill=ink)
+                if baseline is not None and np.isfinite(baseline[i, j]):
+                    draw.text((box[0] + 6, box[1] + 28), f"({baseline[i, j]:.2f})", fill=ink)
+    return img
+
+
+def matched_pairs(pairs: list[tuple[Image.Image | None, Image.Image | None, str]], title: str = "",
+                  cell: int = 72, columns: int = 4) -> Image.Image:
+    """Matched units side by side (A's image, B's image, a caption of up to two lines under
+    them), ``columns`` pairs a row; a missing image is drawn as a grey box."""
+    pair_w, pair_h = 2 * cell + 6, cell + 34
+    rows = max(1, -(-len(pairs) // columns))
+    img = Image.new("RGB", (columns * (pair_w + 16) + 10, 30 + rows * (pair_h + 10)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 8), title, fill="black")
+    for k, (a, b, caption) in enumerate(pairs):
+        x, y = 10 + (k % columns) * (pair_w + 16), 30 + (k // columns) * (pair_h + 10)
+        for dx, picture in ((0, a), (cell + 6, b)):
+            if picture is None:
+                draw.rectangle([x + dx, y, x + dx + cell - 1, y + cell - 1], fill=(220, 220, 220))
+            else:
+                img.paste(picture.convert("RGB").resize((cell, cell), Image.BILINEAR), (x + dx, y))
+        for line, text in enumerate(caption.split("\n")):
+            draw.text((x, y + cell + 4 + 13 * line), text, fill="black")
+    return img
+
+
+def stacked(images: list[Image.Image], gap: int = 12) -> Image.Image:
+    """Images one under the other on white."""
+    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)),
+                    "white")
+    y = 0
+    for picture in images:
+        out.paste(picture, (0, y))
+        y += picture.height + gap
     return out

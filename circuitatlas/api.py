@@ -19,13 +19,15 @@ from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
 from circuitatlas.ingest.plan import IngestPlan
 from circuitatlas.ingest.writer import Progress
-from circuitatlas.jobs import decomposed, examples, featurevis, motifs, svd, tuning
+from circuitatlas.jobs import decomposed, examples, featurevis, motifs, svd, tuning, universality
 from circuitatlas.jobs.ingest import dry_run
 from circuitatlas.jobs.ingest import ingest as run_ingest
 from circuitatlas.jobs.network import network
 from circuitatlas.jobs.svd import SvdAnalysis
+from circuitatlas.jobs.universality import CompareSettings, Comparison
 from circuitatlas.lifecycle import drop_model
 from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
+from circuitatlas.queries import universality as analogues
 from circuitatlas.queries.connectivity import Adjacency
 from circuitatlas.queries.criteria import Units, UnitsLike
 from circuitatlas.store import Closing, ModelSummary, Store
@@ -250,6 +252,40 @@ class Atlas(Closing):
     def motif_runs(self, model: str) -> list[dict]:
         """Detector runs of a model, newest first: kind, layers, number found and diagnostics."""
         return models.motif_runs(self.store, model)
+
+    # -- universality: units and families matched across models --------------------------
+    def compare(self, model_a: str, model_b: str, layer_a: str | Iterable[str], layer_b: str | Iterable[str],
+                images: str | Path | None = None, *, settings: CompareSettings | None = None,
+                modules: tuple[nn.Module | None, nn.Module | None] = (None, None),
+                progress: Callable[[int], None] | None = None, **options: Any) -> Comparison:
+        """Match the units of ``layer_a`` of ``model_a`` with those of ``layer_b`` of ``model_b``
+        (or each pair of two equally long lists) by the correlation of their responses to a
+        shared probe set: the stimulus battery and the images under ``images`` (``featurevis=True``:
+        both layers' stored renders too). Each unit's best match either way gets a p-value against
+        random-init networks of B's architecture; those under ``alpha`` are stored as
+        ``(:Neuron)-[:ANALOGOUS {score, p_value, mutual, best_for, method, analysis}]->(:Neuron)``,
+        the layers' linear CKA as ``(:Layer)-[:SIMILAR {cka, cka_p, cka_random, matched}]->(:Layer)``
+        and stored equivariant families aligned as ``(:Motif)-[:ANALOGOUS]->(:Motif)``. Re-running
+        a layer pair replaces it. ``settings`` is a :class:`~circuitatlas.jobs.universality.CompareSettings`
+        or its fields as keywords (``null_models``, ``alpha``, ``n_angles``, ``image_limit``...)."""
+        layers_a = [layer_a] if isinstance(layer_a, str) else list(layer_a)
+        layers_b = [layer_b] if isinstance(layer_b, str) else list(layer_b)
+        return universality.compare(self.store, model_a, model_b, layers_a, layers_b, images,
+                                    settled(settings, CompareSettings, options), modules, progress)
+
+    def analogues(self, unit: str, model: str | None = None) -> list[dict[str, Any]]:
+        """The units of other models stored as ANALOGOUS to ``unit`` (a uid, or ``layer:channel``
+        of ``model``), best score first."""
+        uid = unit if model is None else aliases.resolve_unit(self.store, model, unit)
+        return analogues.analogues(self.store, uid)
+
+    def layer_similarity(self, models: Iterable[str]) -> list[dict[str, Any]]:
+        """Every stored layer-to-layer CKA between ``models`` (SIMILAR edges)."""
+        return analogues.layer_similarity(self.store, list(models))
+
+    def family_analogues(self, models: Iterable[str]) -> list[dict[str, Any]]:
+        """Every stored family-to-family match between ``models`` with its unit pairs."""
+        return analogues.family_analogues(self.store, list(models))
 
     # -- querying without Cypher (circuitatlas.queries.connectivity) -------------------------
     # Units: a Units criteria object, one neuron uid or a list of uids. Every helper has a

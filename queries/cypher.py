@@ -625,7 +625,11 @@ RETURN COLLECT { MATCH (n)-[r:IN_MOTIF]->(m:Motif)
                  RETURN {uid: m.uid, kind: m.kind, role: r.role, score: m.score, p_value: m.p_value,
                          layers: m.layers, fit: r.fit, orientation: r.orientation} ORDER BY m.uid } AS motifs,
        COLLECT { MATCH (n)-[:IN_CLUSTER]->(c:Cluster)
-                 RETURN c {.analysis, .side, .index, .size, .src_layer, .dst_layer} ORDER BY c.analysis } AS clusters
+                 RETURN c {.analysis, .side, .index, .size, .src_layer, .dst_layer} ORDER BY c.analysis } AS clusters,
+       COLLECT { MATCH (n)-[r:ANALOGOUS]-(m:Neuron)
+                 RETURN {uid: m.uid, model: m.model, layer: m.layer, channel: m.channel, featurevis: m.featurevis,
+                         score: r.score, p_value: r.p_value, mutual: r.mutual, analysis: r.analysis}
+                 ORDER BY r.score DESC } AS analogues
 """
 
 MOTIF = """
@@ -650,3 +654,46 @@ RETURN c.side AS side, c.index AS index, c.size AS size, c.k AS k, c.src_layer A
 ORDER BY side, index
 """
 
+
+
+# -- universality (jobs/universality.py): one transaction replaces a comparison ------------------
+REPLACE_COMPARISON = """
+MATCH (la:Layer {uid: $layer_a}), (lb:Layer {uid: $layer_b})
+CALL (la) { OPTIONAL MATCH (:Neuron {model: la.model, layer: la.name})-[r:ANALOGOUS {analysis: $analysis}]->()
+            DELETE r }
+CALL (la) { OPTIONAL MATCH (la)-[s:SIMILAR {analysis: $analysis}]->() DELETE s }
+CALL (la) { OPTIONAL MATCH (:Motif {model: la.model})-[r:ANALOGOUS {analysis: $analysis}]->() DELETE r }
+CREATE (la)-[s:SIMILAR]->(lb)
+SET s = $similar, s.analysis = $analysis, s.at = datetime()
+WITH la
+CALL (la) { UNWIND $pairs AS row
+            MATCH (a:Neuron {uid: row.a}), (b:Neuron {uid: row.b})
+            CREATE (a)-[r:ANALOGOUS]->(b) SET r = row.props, r.analysis = $analysis }
+CALL (la) { UNWIND $families AS row
+            MATCH (a:Motif {uid: row.a}), (b:Motif {uid: row.b})
+            CREATE (a)-[r:ANALOGOUS]->(b) SET r = row.props, r.analysis = $analysis }
+RETURN count(*) AS done
+"""
+
+NEURON_ANALOGUES = """
+MATCH (n:Neuron {uid: $uid})-[r:ANALOGOUS]-(m:Neuron)
+RETURN m.uid AS uid, m.model AS model, m.layer AS layer, m.channel AS channel, r.score AS score,
+       r.p_value AS p_value, r.mutual AS mutual, r.best_for AS best_for, r.analysis AS analysis,
+       startNode(r) = n AS from_here
+ORDER BY score DESC
+"""
+
+LAYER_SIMILARITY = """
+MATCH (a:Layer)-[s:SIMILAR]->(b:Layer)
+WHERE a.model IN $models AND b.model IN $models
+RETURN a.model AS model_a, a.name AS layer_a, b.model AS model_b, b.name AS layer_b, s.cka AS cka,
+       s.cka_p AS cka_p, s.cka_random AS cka_random, s.matched AS matched, s.analysis AS analysis
+ORDER BY model_a, model_b, layer_a, layer_b
+"""
+
+FAMILY_ANALOGUES = """
+MATCH (a:Motif)-[r:ANALOGOUS]->(b:Motif)
+WHERE a.model IN $models AND b.model IN $models
+RETURN a.uid AS family_a, b.uid AS family_b, a.model AS model_a, b.model AS model_b, properties(r) AS match
+ORDER BY family_a
+"""

@@ -49,10 +49,11 @@ def image_kernels(store: Store, model: str, layer: str) -> dict[int, np.ndarray]
 
 
 def memberships(store: Store, uid: str) -> dict[str, list[dict[str, Any]]]:
-    """A neuron's ``motifs`` (uid, kind, role, score, p_value, layers, fit, orientation) and
-    ``clusters`` (analysis, side, index, size, src_layer, dst_layer)."""
+    """A neuron's ``motifs`` (uid, kind, role, score, p_value, layers, fit, orientation),
+    ``clusters`` (analysis, side, index, size, src_layer, dst_layer) and ``analogues`` in other
+    models (uid, model, layer, channel, featurevis, score, p_value, mutual, analysis)."""
     rows = store.read(cypher.NEURON_MEMBERSHIPS, uid=uid)
-    return rows[0] if rows else {"motifs": [], "clusters": []}
+    return rows[0] if rows else {"motifs": [], "clusters": [], "analogues": []}
 
 
 def motif(store: Store, uid: str) -> dict[str, Any]:

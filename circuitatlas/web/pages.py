@@ -172,7 +172,8 @@ def _cluster_key(cluster: dict[str, Any]) -> str:
 
 def neuron_page(store: Store, model: str, layer: str, channel: int, k: int = PARTNERS) -> dict[str, Any]:
     """One neuron: feature visualisation (and diverse renders), dataset examples, tuning curve,
-    its ``k`` strongest inputs and outputs by edge kind with kernels, motifs and clusters."""
+    its ``k`` strongest inputs and outputs by edge kind with kernels, motifs, clusters and its
+    analogues in other models (``circuitatlas compare``)."""
     uid = names.neuron_uid(model, layer, channel)
     props = models.neuron(store, uid)
     info = models.layer_info(store, model, layer)
@@ -195,6 +196,8 @@ def neuron_page(store: Store, model: str, layer: str, channel: int, k: int = PAR
         "tuning": tuning, "inputs": partners["inputs"], "outputs": partners["outputs"],
         "motifs": [{**m, "url": motif_url(m["uid"])} for m in member["motifs"]],
         "clusters": [{**c, "url": svd_url(model, c["analysis"])} for c in member["clusters"]],
+        "analogues": [{**a, "url": neuron_url(a["uid"]), "featurevis_url": file_url(a.get("featurevis"))}
+                      for a in member.get("analogues", [])],
         "circuit_url": circuit_url(model, units_of([uid])),
         "layer_url": layer_url(model, layer), "model_url": model_url(model)})
 
