@@ -42,7 +42,7 @@ from circuitatlas.analysis.probes import PROBES
 from circuitatlas.analysis.tuning import model_device
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["ProbeSet", "battery_probes", "image_probes", "CrossMoments", "random_init", "LayerMatch",
+__all__ = ["ProbeSet", "as_bytes", "battery_probes", "image_probes", "CrossMoments", "random_init", "LayerMatch",
            "match_layers", "circular_correlation", "FamilyMatch", "align_families", "MAX_GRID"]
 
 MAX_GRID = 4  # natural images: each map is pooled onto at most a 4 x 4 grid of matched positions
@@ -52,8 +52,10 @@ _SILENT = 1e-10  # a unit whose variance over the probes is below this (relative
 
 @dataclass
 class ProbeSet:
-    """Probe images (N, S, S, 3) in [0, 1]; ``grid[i]`` samples image i on the matched grid
-    (natural images), else at the centre of the map only (centred stimuli); a label each."""
+    """Probe images (N, S, S, 3) as bytes (0..255: a quarter of the memory of floats, and
+    finer than any stimulus's anti-aliasing needs); ``grid[i]`` samples image i on the matched
+    grid (natural images), else at the centre of the map only (centred stimuli); a label each;
+    ``block[i]`` the stimulus block (-1 for images)."""
 
     images: np.ndarray
     grid: np.ndarray
@@ -61,6 +63,7 @@ class ProbeSet:
     block: np.ndarray | None = None  # a stimulus's block (probe, scale, polarity): -1 for images
 
     def __post_init__(self) -> None:
+        self.images = as_bytes(self.images)
         if self.block is None:
             self.block = np.where(self.grid, -1, 0)
 
@@ -85,10 +88,9 @@ class ProbeSet:
                         [label for p in parts for label in p.labels], np.concatenate(blocks))
 
     def resized(self, size: int) -> "ProbeSet":
-        x = torch.from_numpy(self.images).permute(0, 3, 1, 2)
+        x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255.0
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return ProbeSet(x.permute(0, 2, 3, 1).clamp(0, 1).numpy().astype(np.float32), self.grid, self.labels,
-                        self.block)
+        return ProbeSet(x.permute(0, 2, 3, 1).clamp(0, 1).numpy(), self.grid, self.labels, self.block)
 
     def counts(self) -> dict[str, int]:
         return {"stimuli": int((~self.grid).sum()), "images": int(self.grid.sum())}
@@ -127,13 +129,22 @@ def battery_probes(size: int, fields_px: Iterable[float], n_angles: int = 16) ->
                 add(stimuli.center_surround(max(1.0, radius), centre, _GREY, size=size),
                     f"center_surround-{polarity}@{radius:.1f}/rf{rf:g}")
     ids = {name: i for i, name in enumerate(dict.fromkeys(blocks))}
-    return ProbeSet(np.stack(images).astype(np.float32), np.zeros(len(images), bool), labels,
+    return ProbeSet(np.stack(images), np.zeros(len(images), bool), labels,
                     np.array([ids[b] for b in blocks]))
 
 
+def as_bytes(images: np.ndarray) -> np.ndarray:
+    """Images as uint8: kept when they are, else floats in [0, 1] rounded to 0..255."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
 def image_probes(images: np.ndarray, labels: Sequence[str]) -> ProbeSet:
-    """Natural images (or feature visualisations), each sampled on the matched grid."""
-    images = np.asarray(images, dtype=np.float32)
+    """Natural images (or feature visualisations; floats in [0, 1] or bytes), each sampled on the
+    matched grid."""
+    images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
         raise InvalidInput(f"probe images must be (N, S, S, 3), not {images.shape}")
     return ProbeSet(images, np.ones(len(images), bool), list(labels), np.full(len(images), -1))
@@ -339,7 +350,7 @@ def _batches(probes: "ProbeSet", batch: int) -> list[np.ndarray]:
 
 
 def _as_input(images: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x

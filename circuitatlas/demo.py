@@ -77,6 +77,7 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
         ("union_over_cases", ["features.3", "features.7", "features.11"]),
         ("superposition", ["features.7", "features.11"]),
         ("flip_equivariance", ["input", "features.0", "features.3", "features.7", "features.11"])], echo)
+    universality = _universality(atlas, name, curves, echo)
     planted = f"{name}-planted"
     atlas.ingest("planted:mixed", planted, input_size=(3, 33, 33), expanded=False, replace=True)
     echo(f"ingested {planted}: a hand-built network with every planted motif and distractor units")
@@ -104,13 +105,36 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
             "featurevis_sheet": fv["sheet"], "decomposed_grid": decomposed["grid"], "motifs": motif_report,
+            "universality": universality,
             "queries": [q for _, q in DEMO_QUERIES], "viewer_pages": pages}
+
+
+def _universality(atlas, name: str, curves: str, echo) -> dict:
+    """The curves model's second seed trained, ingested and rendered, and its last conv layer
+    matched with the first seed's over 500 task images; the figure saved."""
+    from circuitatlas.jobs.universality import similarity_figure
+
+    other = f"{name}-curves-seed1"
+    echo("building the `curves-seed1` zoo model (the same task, another seed) ...")
+    zoo.build("curves-seed1", progress=echo)
+    atlas.ingest("zoo:curves-seed1", other, input_size=(3, 32, 32), expanded=False, replace=True)
+    atlas.featurevis_layers(other, ["features.11"], steps=128, size=48)
+    images = zoo.save_task_images("curves", artifacts.inside(name, "curves-task-images"), 500, seed=4242)
+    result = atlas.compare(curves, other, "features.11", "features.11", images=images)
+    layer = result.summary()["layers"][0]
+    plot = artifacts.inside(name, "universality-curves.png")
+    similarity_figure(atlas.store, [curves, other], result).save(plot)
+    echo(f"universality {curves} ~ {other} (features.11, battery + 500 task images): CKA {layer['cka']:.2f} "
+         f"(random-init networks {layer['cka_random']:.2f}); {layer['stored']} of {len(layer['pairs'])} best matches "
+         f"beat the null ({layer['mutual_stored']} mutual), stored as ANALOGOUS edges\n  plot: {plot}")
+    return {"model": other, "cka": layer["cka"], "cka_random": layer["cka_random"], "stored": layer["stored"],
+            "plot": str(plot)}
 
 
 def viewer_pages(atlas, curves: str, planted: str) -> dict[str, str]:
     """The viewer's most telling pages for the demo's models: the curve model's most orientation-
-    selective unit and its circuit, the planted curve family's motif and the circuit above one of
-    its curve units."""
+    selective unit and its circuit, its unit with the strongest mutual analogue in the second seed,
+    the planted curve family's motif and the circuit above one of its curve units."""
     from circuitatlas.web import pages
 
     found = {"models": "/"}
@@ -120,6 +144,10 @@ def viewer_pages(atlas, curves: str, planted: str) -> dict[str, str]:
     if best:
         found["the curve model's most orientation-selective unit"] = pages.neuron_url(best[0]["uid"])
         found["its circuit"] = pages.circuit_url(curves, pages.units_of([best[0]["uid"]]))
+    analogue = atlas.cypher("MATCH (a:Neuron {model: $model})-[r:ANALOGOUS {mutual: true}]->(b:Neuron) "
+                            "RETURN a.uid AS uid ORDER BY r.score DESC LIMIT 1", model=curves)
+    if analogue:
+        found["a curve-model unit and its analogue in the second seed"] = pages.neuron_url(analogue[0]["uid"])
     family = [m for m in atlas.motifs(planted) if m["kind"] == "rotation_equivariance"]
     if family:
         found["the planted curve family (rotation equivariance)"] = pages.motif_url(family[0]["uid"])

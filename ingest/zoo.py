@@ -24,7 +24,7 @@ from circuitatlas import paths
 from circuitatlas.analysis import stimuli
 from circuitatlas.errors import IngestError
 
-__all__ = ["ZooSpec", "ZooModel", "SPECS", "build", "list_models", "make_net", "task_data"]
+__all__ = ["ZooSpec", "ZooModel", "SPECS", "build", "list_models", "make_net", "task_data", "save_task_images"]
 
 RECIPE_VERSION = 1  # bump when data or training code changes meaning
 
@@ -97,6 +97,19 @@ def task_data(task: str, n: int, seed: int, size: int = 32) -> tuple[torch.Tenso
     rng.shuffle(labels)
     images = np.stack([sample(rng, int(label), size) for label in labels])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
+
+
+def save_task_images(task: str, folder: Path, n: int, seed: int, size: int = 32) -> Path:
+    """``n`` fresh images of ``task`` as PNG files in ``folder`` (created), named by index: the
+    zoo models' own kind of natural image, for dataset examples and cross-model comparison."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x, _ = task_data(task, n, seed=seed, size=size)
+    for i, image in enumerate(x.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray((image.clip(0, 1) * 255).round().astype(np.uint8)).save(folder / f"{i:05d}.png")
+    return folder
 
 
 class ZooNet(nn.Module):

@@ -168,9 +168,9 @@ def _featurevis_probes(store: Store, model: str, layer: str, size: int) -> Probe
         if real is None or artifacts.image_problem(path) is not None:
             continue
         with Image.open(real) as img:
-            images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255.0)
+            images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8))
         labels.append(f"featurevis:{names.neuron_uid(model, layer, channel)}")
-    return image_probes(np.stack(images), labels) if images else ProbeSet(np.zeros((0, size, size, 3), np.float32),
+    return image_probes(np.stack(images), labels) if images else ProbeSet(np.zeros((0, size, size, 3), np.uint8),
                                                                            np.zeros(0, bool), [])
 
 
@@ -231,7 +231,7 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
         fields.add(field_size(receptive_field(net_b, lb, size_b)) * canvas / size_b)
     probes = battery_probes(canvas, fields, settings.n_angles)
     if images is not None:
-        pictures, paths = load_images(images, canvas, settings.image_limit)
+        pictures, paths = load_images(images, canvas, settings.image_limit, as_bytes=True)
         probes = probes + image_probes(pictures, [f"image:{p}" for p in paths])
     if settings.featurevis:
         for model, layer in dict.fromkeys([(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]):
