@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterator
 
 from circuitatlas import paths
 from circuitatlas.errors import ConfigError, ServerError
-from circuitatlas.neo4j_jars import NEO4J_VERSION, JarCache, dir_bytes, file_lock, find_java
+from circuitatlas.neo4j_jars import NEO4J_VERSION, JarCache, dir_bytes, find_java
+from circuitatlas.paths import file_lock
 from circuitatlas.ports import free_port, pid_alive, port_free, port_open
 
 __all__ = ["LocalServer", "ServerState", "ServerStatus", "DEFAULT_PORT", "DEFAULT_HEAP", "DEFAULT_PAGECACHE",

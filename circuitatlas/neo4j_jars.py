@@ -4,7 +4,6 @@ Neo4j Community jars fetched once with Maven into the cache folder (under a file
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -12,12 +11,12 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 from circuitatlas import paths
 from circuitatlas.errors import ConfigError, ServerError
+from circuitatlas.paths import file_lock
 
-__all__ = ["NEO4J_VERSION", "find_java", "JarCache", "file_lock", "dir_bytes"]
+__all__ = ["NEO4J_VERSION", "find_java", "JarCache", "dir_bytes"]
 
 NEO4J_VERSION = "5.26.30"
 
@@ -103,14 +102,3 @@ class JarCache:
         return self.lib
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created owner-only, in a folder created 0700) for the
-    duration of the block."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

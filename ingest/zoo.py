@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from circuitatlas import paths
 from circuitatlas.analysis import stimuli
 from circuitatlas.errors import IngestError
+from circuitatlas.paths import file_lock
 
 __all__ = ["ZooSpec", "ZooModel", "SPECS", "build", "list_models", "make_net", "task_data", "save_task_images"]
 
@@ -190,19 +192,25 @@ def build(name: str, progress: Callable[[str], None] | None = None, retrain: boo
     path = cache_path(spec)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if path.exists() and not retrain:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = make_net(spec)
-        net.load_state_dict(saved["state_dict"])
-        return ZooModel(spec, net.eval(), saved["accuracy"], path, saved["train_seconds"])
-    began = time.monotonic()
-    net, accuracy = _train(spec, progress)
-    seconds = time.monotonic() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": net.state_dict(), "accuracy": accuracy, "train_seconds": seconds,
-                "spec": asdict(spec)}, tmp)
-    tmp.replace(path)
+        return _load(spec, path)
+    with file_lock(path.with_suffix(".lock")):  # two processes asking at once: one trains, the other waits
+        if path.exists() and not retrain:
+            return _load(spec, path)
+        began = time.monotonic()
+        net, accuracy = _train(spec, progress)
+        seconds = time.monotonic() - began
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"state_dict": net.state_dict(), "accuracy": accuracy, "train_seconds": seconds,
+                    "spec": asdict(spec)}, tmp)
+        tmp.replace(path)
     return ZooModel(spec, net, accuracy, path, seconds)
+
+
+def _load(spec: ZooSpec, path: Path) -> ZooModel:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = make_net(spec)
+    net.load_state_dict(saved["state_dict"])
+    return ZooModel(spec, net.eval(), saved["accuracy"], path, saved["train_seconds"])
 
 
 def list_models() -> list[dict]:

@@ -15,6 +15,10 @@ from circuitatlas.config import Connection
 from circuitatlas.localserver import LocalServer, free_port
 from circuitatlas.store import Store
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers sharing the cores: one thread each
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def artifacts_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
