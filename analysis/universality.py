@@ -47,7 +47,7 @@ __all__ = ["ProbeSet", "as_bytes", "battery_probes", "image_probes", "CrossMomen
 
 MAX_GRID = 4  # natural images: each map is pooled onto at most a 4 x 4 grid of matched positions
 _WHITE, _GREY, _BLACK = (1.0, 1.0, 1.0), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0)
-_SILENT = 1e-10  # a unit whose variance over the probes is below this (relative) never varies: unmatched
+_SILENT = 1e-10  # a unit whose variance is below this share of its mean square never varies: unmatched
 
 
 @dataclass
@@ -182,7 +182,8 @@ class CrossMoments:
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """Columns of x and of y that vary over the samples."""
         cxx, cyy, _ = self.covariances()
-        return _varies(np.diag(cxx), self.shift_x), _varies(np.diag(cyy), self.shift_y)
+        return (_varies(np.diag(cxx), self.shift_x + self.sx / self.n),
+                _varies(np.diag(cyy), self.shift_y + self.sy / self.n))
 
     def correlation(self) -> np.ndarray:
         """(p, q) Pearson correlations; 0 where a column never varies."""
@@ -202,8 +203,10 @@ class CrossMoments:
         return float((cxy ** 2).sum() / denominator) if denominator > 0 else 0.0
 
 
-def _varies(variance: np.ndarray, level: np.ndarray) -> np.ndarray:
-    return variance > _SILENT * np.maximum(1.0, level ** 2)
+def _varies(variance: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Relative to the unit's own scale (its mean square), so that a deep random network's tiny
+    activations still count and a large constant's rounding noise does not."""
+    return variance > _SILENT * (variance + mean ** 2)
 
 
 def cka_from_samples(x: np.ndarray, y: np.ndarray) -> float:
@@ -255,9 +258,12 @@ def random_init(module: nn.Module, seed: int) -> nn.Module:
 class LayerMatch:
     """Unit matching between ``layer_a`` of A and ``layer_b`` of B.
 
-    ``corr[i, j]``: correlation of unit ``channels_a[i]`` with ``channels_b[j]``; ``best_ab[i]``
+    ``corr[i, j]``: correlation of A's unit i with B's unit j (channel numbers); ``best_ab[i]``
     the index of A-unit i's best match in B (-1 when silent) and ``p_ab`` its p-value against
-    the null; ``best_ba``/``p_ba`` the other way. ``null_ab``/``null_ba`` the null best scores."""
+    the null; ``best_ba``/``p_ba`` the other way. ``null_ab``/``null_ba`` the null best scores,
+    pooled over the layer's units: the p-values are calibrated for the layer as a whole (under
+    the null, at most alpha of its units pass), not unit by unit (a unit that any random filter
+    matches, such as a luminance detector, passes more easily than a selective one)."""
 
     layer_a: str
     layer_b: str
@@ -456,9 +462,10 @@ class FamilyMatch:
 
 
 def align_families(match: LayerMatch, families_a: dict[str, dict[int, float]],
-                   families_b: dict[str, dict[int, float]]) -> list[FamilyMatch]:
+                   families_b: dict[str, dict[int, float]], period: float = 360.0) -> list[FamilyMatch]:
     """For each family of A (id -> {unit index in the layer: orientation}), the family of B whose
-    members its members match best (each A member paired with its best-correlated B member)."""
+    members its members match best (each A member paired with its best-correlated B member);
+    orientations of both measured in one frame (the same probe), repeating after ``period``."""
     out = []
     for fa, members_a in families_a.items():
         best: FamilyMatch | None = None
@@ -474,8 +481,9 @@ def align_families(match: LayerMatch, families_a: dict[str, dict[int, float]],
             if best is None or score > best.score:
                 a_deg = np.array([p[3] for p in pairs])
                 b_deg = np.array([p[4] for p in pairs])
-                offset = float(np.degrees(np.angle(np.exp(1j * np.deg2rad(b_deg - a_deg)).mean())) % 360)
-                best = FamilyMatch(fa, fb, pairs, score, circular_correlation(a_deg, b_deg), offset)
+                turn = np.exp(1j * np.deg2rad((b_deg - a_deg) * 360.0 / period)).mean()
+                offset = float(np.degrees(np.angle(turn)) % 360 * period / 360.0)
+                best = FamilyMatch(fa, fb, pairs, score, circular_correlation(a_deg, b_deg, period), offset)
         if best is not None:
             out.append(best)
     return out

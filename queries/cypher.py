@@ -655,7 +655,6 @@ ORDER BY side, index
 """
 
 
-
 # -- universality (jobs/universality.py): one transaction replaces a comparison ------------------
 REPLACE_COMPARISON = """
 MATCH (la:Layer {uid: $layer_a}), (lb:Layer {uid: $layer_b})

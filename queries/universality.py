@@ -7,6 +7,7 @@ import json
 from typing import Any, Sequence
 
 from circuitatlas import names
+from circuitatlas.errors import NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
@@ -26,9 +27,12 @@ def replace_comparison(store: Store, model_a: str, layer_a: str, model_b: str, l
     ``(:Neuron)-[:ANALOGOUS]->(:Neuron)`` per pair (``a``, ``b`` uids and ``props``) and one
     ``(:Motif)-[:ANALOGOUS]->(:Motif)`` per family match. Returns the analysis id."""
     key = comparison_key(model_a, layer_a, model_b, layer_b)
-    store.write(cypher.REPLACE_COMPARISON, layer_a=names.layer_uid(model_a, layer_a),
-                layer_b=names.layer_uid(model_b, layer_b), analysis=key, similar=similar, pairs=list(pairs),
-                families=list(families))
+    done = store.write_returning(cypher.REPLACE_COMPARISON, layer_a=names.layer_uid(model_a, layer_a),
+                                 layer_b=names.layer_uid(model_b, layer_b), analysis=key, similar=similar,
+                                 pairs=list(pairs), families=list(families))
+    if not done or not done[0]["done"]:  # a layer went away meanwhile (a concurrent drop): nothing was written
+        raise NotFound(f"{names.layer_uid(model_a, layer_a)} or {names.layer_uid(model_b, layer_b)} is gone; "
+                       "nothing was stored")
     return key
 
 

@@ -65,7 +65,7 @@ def test_circular_correlation_reads_turning_with_and_against():
 
 
 def test_random_init_changes_every_weight_but_not_the_original_or_the_global_rng():
-    net = zoo.make_net(zoo.SPECS["curves"])
+    net = zoo.build("curves").module  # trained: its BatchNorm statistics are not the defaults
     before = {k: v.clone() for k, v in net.state_dict().items()}
     torch.manual_seed(5)
     expected_next = torch.rand(3)
@@ -75,7 +75,9 @@ def test_random_init_changes_every_weight_but_not_the_original_or_the_global_rng
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key])
         assert torch.equal(fresh.state_dict()[key], again.state_dict()[key])
-    assert not torch.equal(fresh.features[0].weight, net.features[0].weight)
+    for name, param in net.named_parameters():
+        assert not torch.equal(fresh.get_parameter(name), param), name
+    assert not torch.equal(net.features[1].running_var, torch.ones(16))
     assert torch.equal(fresh.features[1].running_var, torch.ones(16))  # BatchNorm statistics reset too
 
 
@@ -163,7 +165,7 @@ def test_a_permuted_copy_is_matched_unit_for_unit(atlas, zoo_models):
                     for a in live}
         assert _edges(atlas, result.analyses[i]) == expected
     similar = atlas.layer_similarity(["uc", "uc-perm"])
-    assert {(r["layer_a"], r["layer_b"]) for r in similar} == {("features.3", "features.3"),
+    assert {(r["layer_a"], r["layer_b"]) for r in similar} >= {("features.3", "features.3"),
                                                                ("features.11", "features.11")}
     again = atlas.compare("uc", "uc-perm", "features.11", "features.11")  # re-running replaces
     assert _edges(atlas, again.analyses[0]) == _edges(atlas, result.analyses[1])
@@ -230,7 +232,10 @@ def test_cli_compare_json_plot_and_bad_input(atlas, zoo_models, cli_env, tmp_pat
     for args, message in ((["uc", "uc", "--layers", "features.7:features.7"], "two different models"),
                           (["uc", "uc-perm", "--layers", "features.7"], "LAYER_A:LAYER_B"),
                           (["uc", "uc-perm", "--layers", "nope:features.7"], "no layer"),
-                          (["uc", "missing", "--layers", "features.7:features.7"], "missing")):
+                          (["uc", "missing", "--layers", "features.7:features.7"], "missing"),
+                          (["uc", "uc-perm", "--layers", "fc:fc"], "no spatial map"),
+                          (["uc", "uc-perm", "--layers", "features.0:features.0", "--null-models", "2",
+                            "--alpha", "0.001"], "smallest p-value")):
         bad = runner.invoke(main, ["compare", *args], env=cli_env)
         assert bad.exit_code == 1 and message in bad.output and "Traceback" not in bad.output, bad.output
     assert atlas.cypher(count)[0]["n"] == before

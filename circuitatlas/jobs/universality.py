@@ -18,7 +18,7 @@ from circuitatlas import artifacts, checks, names
 from circuitatlas.analysis.examples import load_images
 from circuitatlas.analysis.plots import cka_heatmap, matched_pairs, stacked
 from circuitatlas.analysis.probes import field_size
-from circuitatlas.analysis.tuning import receptive_field
+from circuitatlas.analysis.tuning import model_device, receptive_field
 from circuitatlas.analysis.universality import (
     MAX_GRID,
     FamilyMatch,
@@ -174,12 +174,15 @@ def _featurevis_probes(store: Store, model: str, layer: str, size: int) -> Probe
                                                                            np.zeros(0, bool), [])
 
 
-def _families(store: Store, model: str, layer: str) -> dict[str, dict[int, float]]:
-    """uid -> {channel: orientation} of each stored equivariant family with members in ``layer``."""
-    out: dict[str, dict[int, float]] = {}
+def _families(store: Store, model: str, layer: str) -> dict[tuple[str, float], dict[str, dict[int, float]]]:
+    """(probe, period) -> uid -> {channel: orientation} of each stored equivariant family with
+    members in ``layer``: families measured under one probe share a frame of orientations."""
+    out: dict[tuple[str, float], dict[str, dict[int, float]]] = {}
     for motif in list_motifs(store, model):
         if motif["kind"] not in FAMILY_KINDS:
             continue
+        params = json.loads(motif["params"]) if isinstance(motif.get("params"), str) else (motif.get("params") or {})
+        frame = (str(params.get("probe")), float(params.get("period", 360.0)))
         members = {}
         for member in motif["members"]:
             if member.get("uid") and member.get("orientation") is not None:
@@ -187,7 +190,7 @@ def _families(store: Store, model: str, layer: str) -> dict[str, dict[int, float
                 if mlayer == layer:
                     members[channel] = float(member["orientation"])
         if len(members) >= 3:
-            out[motif["uid"]] = members
+            out.setdefault(frame, {})[motif["uid"]] = members
     return out
 
 
@@ -222,13 +225,24 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
         raise InvalidInput("a layer pair is named twice")
     if images is not None and not Path(images).is_dir():
         raise InvalidInput(f"--images {images} is not a folder")
+    for model, layer in [(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]:
+        shape = layer_info(store, model, layer)["shape"] or []
+        if len(shape) != 3:
+            raise InvalidInput(f"{model}/{layer} has no spatial map (shape {shape}): compare convolutional layers")
+    smallest = min(min(layer_info(store, model_a, la)["channels"], layer_info(store, model_b, lb)["channels"])
+                   for la, lb in pairs)
+    n_null = null_count(settings, smallest)
+    if 1.0 / (1.0 + n_null * smallest) >= settings.alpha:
+        raise InvalidInput(f"with {n_null} null networks and {smallest} units the smallest p-value is "
+                           f"1/{1 + n_null * smallest}, not below alpha {settings.alpha}: nothing could be stored "
+                           f"(raise --null-models or alpha)")
     net_a, net_b = network(store, model_a, modules[0]), network(store, model_b, modules[1])
     size_a, size_b = input_size(meta_a), input_size(meta_b)
     canvas = max(size_a, size_b)
     fields = set()
     for la, lb in pairs:
-        fields.add(field_size(receptive_field(net_a, la, size_a)) * canvas / size_a)
-        fields.add(field_size(receptive_field(net_b, lb, size_b)) * canvas / size_b)
+        fields.add(field_size(receptive_field(net_a, la, size_a, model_device(None, net_a))) * canvas / size_a)
+        fields.add(field_size(receptive_field(net_b, lb, size_b, model_device(None, net_b))) * canvas / size_b)
     probes = battery_probes(canvas, fields, settings.n_angles)
     if images is not None:
         pictures, paths = load_images(images, canvas, settings.image_limit, as_bytes=True)
@@ -236,15 +250,15 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
     if settings.featurevis:
         for model, layer in dict.fromkeys([(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]):
             probes = probes + _featurevis_probes(store, model, layer, canvas)
-    smallest = min(min(layer_info(store, model_a, la)["channels"], layer_info(store, model_b, lb)["channels"])
-                   for la, lb in pairs)
-    nulls = [random_init(net_b, settings.seed + 1 + k) for k in range(null_count(settings, smallest))]
+    nulls = [random_init(net_b, settings.seed + 1 + k) for k in range(n_null)]
     matches = match_layers(net_a, net_b, pairs, probes, size_a=size_a, size_b=size_b, null_nets=nulls,
                            batch=settings.batch, max_grid=settings.max_grid, cka_samples=settings.cka_samples,
                            n_perm=settings.n_perm, seed=settings.seed, progress=progress)
     result = Comparison(model_a, model_b, settings, probes.counts(), matches, [], null_models=len(nulls))
     for i, m in enumerate(matches):
-        found = align_families(m, _families(store, model_a, m.layer_a), _families(store, model_b, m.layer_b))
+        frames_a, frames_b = _families(store, model_a, m.layer_a), _families(store, model_b, m.layer_b)
+        found = [f for frame in frames_a.keys() & frames_b.keys()
+                 for f in align_families(m, frames_a[frame], frames_b[frame], period=frame[1])]
         result.families.append(_family_rows(found, m, model_a, model_b, m.null_quantile(1 - settings.alpha)))
         stored = [p for p in result.pairs(i) if p["stored"]]
         similar = {"cka": _num(m.cka), "cka_p": _num(m.cka_p),
