@@ -39,7 +39,7 @@ from torch import nn
 from circuitatlas.analysis import stimuli
 from circuitatlas.analysis.hooks import run_to_layers
 from circuitatlas.analysis.probes import PROBES
-from circuitatlas.analysis.tuning import model_device
+from circuitatlas.analysis.tuning import circular_mean, model_device
 from circuitatlas.errors import InvalidInput
 
 __all__ = ["ProbeSet", "as_bytes", "battery_probes", "image_probes", "CrossMoments", "random_init", "LayerMatch",
@@ -347,6 +347,20 @@ def _samples(acts: torch.Tensor, stimuli_block: bool, g: int) -> np.ndarray:
     return pooled.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]).double().cpu().numpy()
 
 
+class _Sampled:
+    """:func:`_samples` of one batch, each (network's outputs, layer, grid) computed once."""
+
+    def __init__(self, stimuli_block: bool) -> None:
+        self.stimuli_block = stimuli_block
+        self.done: dict[tuple[int, str, int], np.ndarray] = {}
+
+    def __call__(self, outputs: dict[str, torch.Tensor], layer: str, g: int) -> np.ndarray:
+        key = (id(outputs), layer, g)
+        if key not in self.done:
+            self.done[key] = _samples(outputs[layer], self.stimuli_block, g)
+        return self.done[key]
+
+
 def _batches(probes: "ProbeSet", batch: int) -> list[np.ndarray]:
     """Index batches: each block of stimuli whole, then the images ``batch`` at a time."""
     out = [np.flatnonzero(probes.block == b) for b in dict.fromkeys(probes.block[~probes.grid].tolist())]
@@ -392,6 +406,7 @@ def match_layers(net_a: nn.Module, net_b: nn.Module, pairs: Sequence[tuple[str, 
             x_b = _as_input(images, size_b, device_b)
             out_b = run_to_layers(net_b, layers_b, x_b)
             out_nulls = [run_to_layers(n, layers_b, x_b) for n in nulls]
+            sampled = _Sampled(is_block)  # a layer in several pairs is sampled once a batch
             for pair in pairs:
                 la, lb = pair
                 if pair not in grids:
@@ -400,10 +415,10 @@ def match_layers(net_a: nn.Module, net_b: nn.Module, pairs: Sequence[tuple[str, 
                     total = int((~probes.grid).sum()) + int(probes.grid.sum()) * grids[pair] ** 2
                     chosen[pair] = np.sort(rng.choice(total, size=min(cka_samples, total), replace=False))
                 g = grids[pair]
-                xa, xb = _samples(out_a[la], is_block, g), _samples(out_b[lb], is_block, g)
+                xa, xb = sampled(out_a, la, g), sampled(out_b, lb, g)
                 moments[pair].add(xa, xb)
                 for k, out_n in enumerate(out_nulls):
-                    null_moments[(pair, k)].add(xa, _samples(out_n[lb], is_block, g))
+                    null_moments[(pair, k)].add(xa, sampled(out_n, lb, g))
                 lo = seen[pair]
                 take = chosen[pair][(chosen[pair] >= lo) & (chosen[pair] < lo + len(xa))] - lo
                 kept[pair].append((xa[take], xb[take]))
@@ -481,8 +496,8 @@ def align_families(match: LayerMatch, families_a: dict[str, dict[int, float]],
             if best is None or score > best.score:
                 a_deg = np.array([p[3] for p in pairs])
                 b_deg = np.array([p[4] for p in pairs])
-                turn = np.exp(1j * np.deg2rad((b_deg - a_deg) * 360.0 / period)).mean()
-                offset = float(np.degrees(np.angle(turn)) % 360 * period / 360.0)
+                turn, _ = circular_mean((b_deg - a_deg) * 360.0 / period, np.ones((len(pairs), 1)))
+                offset = float(turn[0]) * period / 360.0
                 best = FamilyMatch(fa, fb, pairs, score, circular_correlation(a_deg, b_deg, period), offset)
         if best is not None:
             out.append(best)

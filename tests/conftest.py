@@ -17,7 +17,7 @@ from circuitatlas.store import Store
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers sharing the cores: one thread each
     torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the processes the tests start (torch here is loaded)
 
 
 @pytest.fixture(autouse=True)

@@ -164,21 +164,21 @@ def parse_layer_pairs(text: str) -> list[tuple[str, str]]:
 def _featurevis_probes(store: Store, model: str, layer: str, size: int) -> ProbeSet:
     images, labels = [], []
     for channel, path in sorted(featurevis_paths(store, model, layer).items()):
-        real = artifacts.stored_path(path)
-        if real is None or artifacts.image_problem(path) is not None:
+        if artifacts.image_problem(path) is not None:
             continue
-        with Image.open(real) as img:
+        with Image.open(artifacts.stored_path(path)) as img:
             images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8))
         labels.append(f"featurevis:{names.neuron_uid(model, layer, channel)}")
     return image_probes(np.stack(images), labels) if images else ProbeSet(np.zeros((0, size, size, 3), np.uint8),
                                                                            np.zeros(0, bool), [])
 
 
-def _families(store: Store, model: str, layer: str) -> dict[tuple[str, float], dict[str, dict[int, float]]]:
-    """(probe, period) -> uid -> {channel: orientation} of each stored equivariant family with
-    members in ``layer``: families measured under one probe share a frame of orientations."""
+def _families(motifs: list[dict[str, Any]], layer: str) -> dict[tuple[str, float], dict[str, dict[int, float]]]:
+    """(probe, period) -> uid -> {channel: orientation} of each equivariant family of ``motifs``
+    (a model's, as stored) with members in ``layer``: families measured under one probe share a
+    frame of orientations."""
     out: dict[tuple[str, float], dict[str, dict[int, float]]] = {}
-    for motif in list_motifs(store, model):
+    for motif in motifs:
         if motif["kind"] not in FAMILY_KINDS:
             continue
         params = json.loads(motif["params"]) if isinstance(motif.get("params"), str) else (motif.get("params") or {})
@@ -225,12 +225,13 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
         raise InvalidInput("a layer pair is named twice")
     if images is not None and not Path(images).is_dir():
         raise InvalidInput(f"--images {images} is not a folder")
-    for model, layer in [(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]:
-        shape = layer_info(store, model, layer)["shape"] or []
-        if len(shape) != 3:
-            raise InvalidInput(f"{model}/{layer} has no spatial map (shape {shape}): compare convolutional layers")
-    smallest = min(min(layer_info(store, model_a, la)["channels"], layer_info(store, model_b, lb)["channels"])
-                   for la, lb in pairs)
+    layers = list(dict.fromkeys([(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]))
+    infos = {key: layer_info(store, *key) for key in layers}
+    for (model, layer), info in infos.items():
+        if len(info["shape"] or []) != 3:
+            raise InvalidInput(f"{model}/{layer} has no spatial map (shape {info['shape']}): compare "
+                               "convolutional layers")
+    smallest = min(info["channels"] for info in infos.values())
     n_null = null_count(settings, smallest)
     if 1.0 / (1.0 + n_null * smallest) >= settings.alpha:
         raise InvalidInput(f"with {n_null} null networks and {smallest} units the smallest p-value is "
@@ -239,24 +240,24 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
     net_a, net_b = network(store, model_a, modules[0]), network(store, model_b, modules[1])
     size_a, size_b = input_size(meta_a), input_size(meta_b)
     canvas = max(size_a, size_b)
-    fields = set()
-    for la, lb in pairs:
-        fields.add(field_size(receptive_field(net_a, la, size_a, model_device(None, net_a))) * canvas / size_a)
-        fields.add(field_size(receptive_field(net_b, lb, size_b, model_device(None, net_b))) * canvas / size_b)
+    nets = {model_a: (net_a, size_a), model_b: (net_b, size_b)}
+    fields = {field_size(receptive_field(nets[model][0], layer, nets[model][1], model_device(None, nets[model][0])))
+              * canvas / nets[model][1] for model, layer in layers}
     probes = battery_probes(canvas, fields, settings.n_angles)
     if images is not None:
         pictures, paths = load_images(images, canvas, settings.image_limit, as_bytes=True)
         probes = probes + image_probes(pictures, [f"image:{p}" for p in paths])
     if settings.featurevis:
-        for model, layer in dict.fromkeys([(model_a, la) for la, _ in pairs] + [(model_b, lb) for _, lb in pairs]):
+        for model, layer in layers:
             probes = probes + _featurevis_probes(store, model, layer, canvas)
     nulls = [random_init(net_b, settings.seed + 1 + k) for k in range(n_null)]
     matches = match_layers(net_a, net_b, pairs, probes, size_a=size_a, size_b=size_b, null_nets=nulls,
                            batch=settings.batch, max_grid=settings.max_grid, cka_samples=settings.cka_samples,
                            n_perm=settings.n_perm, seed=settings.seed, progress=progress)
     result = Comparison(model_a, model_b, settings, probes.counts(), matches, [], null_models=len(nulls))
+    motifs = {model_a: list_motifs(store, model_a), model_b: list_motifs(store, model_b)}
     for i, m in enumerate(matches):
-        frames_a, frames_b = _families(store, model_a, m.layer_a), _families(store, model_b, m.layer_b)
+        frames_a, frames_b = _families(motifs[model_a], m.layer_a), _families(motifs[model_b], m.layer_b)
         found = [f for frame in frames_a.keys() & frames_b.keys()
                  for f in align_families(m, frames_a[frame], frames_b[frame], period=frame[1])]
         result.families.append(_family_rows(found, m, model_a, model_b, m.null_quantile(1 - settings.alpha)))
@@ -280,14 +281,26 @@ def compare(store: Store, model_a: str, model_b: str, layers_a: Sequence[str], l
     return result
 
 
-def _render(store: Store, uid: str) -> Image.Image | None:
-    model, layer, channel = names.parse_neuron_uid(uid)
-    path = featurevis_paths(store, model, layer).get(channel)
-    if path is None or artifacts.image_problem(path) is not None:
-        return None
-    real = artifacts.stored_path(path)
-    with Image.open(real) as img:
-        return img.convert("RGB")
+class _Renders:
+    """Each unit's usable feature-visualisation path, its layer's paths read once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.layers: dict[tuple[str, str], dict[int, str]] = {}
+
+    def path(self, uid: str) -> str | None:
+        model, layer, channel = names.parse_neuron_uid(uid)
+        if (model, layer) not in self.layers:
+            self.layers[(model, layer)] = featurevis_paths(self.store, model, layer)
+        path = self.layers[(model, layer)].get(channel)
+        return path if path is not None and artifacts.image_problem(path) is None else None
+
+    def image(self, uid: str) -> Image.Image | None:
+        path = self.path(uid)
+        if path is None:
+            return None
+        with Image.open(artifacts.stored_path(path)) as img:
+            return img.convert("RGB")
 
 
 def similarity_figure(store: Store, models: Sequence[str], comparison: Comparison | None = None,
@@ -312,15 +325,13 @@ def similarity_figure(store: Store, models: Sequence[str], comparison: Compariso
     parts = [cka_heatmap(names_a, names_b, cka, baseline, f"linear CKA, rows {model_a}, columns {model_b} "
                                                           "(random-init baseline in brackets)")]
     if comparison is not None:
+        renders = _Renders(store)
         stored = [p for i in range(len(comparison.matches)) for p in comparison.pairs(i) if p["stored"]]
-        shown = []
-        for p in stored:
-            a, b = _render(store, p["unit_a"]), _render(store, p["unit_b"])
-            shown.append((a is None or b is None, -p["score"], a, b, p))
-        shown.sort(key=lambda t: t[:2])
-        pairs = [(a, b, f"{p['unit_a'].split('/', 1)[1]} ~ {p['unit_b'].split('/', 1)[1]}\n"
-                        f"r={p['score']:.2f}{' mutual' if p['mutual'] else ''}")
-                 for _, _, a, b, p in shown[:max_pairs]]
+        stored.sort(key=lambda p: (renders.path(p["unit_a"]) is None or renders.path(p["unit_b"]) is None,
+                                   -p["score"]))
+        pairs = [(renders.image(p["unit_a"]), renders.image(p["unit_b"]),
+                  f"{p['unit_a'].split('/', 1)[1]} ~ {p['unit_b'].split('/', 1)[1]}\n"
+                  f"r={p['score']:.2f}{' mutual' if p['mutual'] else ''}") for p in stored[:max_pairs]]
         if pairs:
             parts.append(matched_pairs(pairs, f"strongest matches, {model_a} left, {model_b} right "
                                               "(feature visualisations; grey: none rendered)", cell=80))
