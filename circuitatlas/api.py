@@ -19,14 +19,15 @@ from circuitatlas.config import ConnectionSettings, resolve_connection, settled
 from circuitatlas.ingest.job import IngestJob
 from circuitatlas.ingest.plan import IngestPlan
 from circuitatlas.ingest.writer import Progress
-from circuitatlas.jobs import decomposed, examples, featurevis, motifs, svd, tuning, universality
+from circuitatlas.jobs import decomposed, editing, examples, featurevis, motifs, svd, tuning, universality
+from circuitatlas.jobs.editing import EditEffect
 from circuitatlas.jobs.ingest import dry_run
 from circuitatlas.jobs.ingest import ingest as run_ingest
-from circuitatlas.jobs.network import network
 from circuitatlas.jobs.svd import SvdAnalysis
 from circuitatlas.jobs.universality import CompareSettings, Comparison
 from circuitatlas.lifecycle import drop_model
 from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
+from circuitatlas.queries import editing as edits
 from circuitatlas.queries import universality as analogues
 from circuitatlas.queries.connectivity import Adjacency
 from circuitatlas.queries.criteria import Units, UnitsLike
@@ -131,10 +132,11 @@ class Atlas(Closing):
         and needs no server."""
         return dry_run(source, name, settled(job, IngestJob.of, settings))
 
-    def module(self, model: str, trust_pickle: bool = False) -> nn.Module:
+    def module(self, model: str, trust_pickle: bool = False, edit: str | None = None) -> nn.Module:
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
-        checked against the fingerprint of the weights ingested."""
-        return network(self.store, model, trust_pickle=trust_pickle)
+        checked against the fingerprint of the weights ingested; with ``edit`` the stored edit of
+        that name applied to a copy (:meth:`create_edit`)."""
+        return editing.edited_network(self.store, model, edit, trust_pickle=trust_pickle)
 
     # -- reading weights ---------------------------------------------------------------------
     def weights(self, model: str, src_layer: str, dst_layer: str, kind: str = "direct") -> np.ndarray:
@@ -286,6 +288,63 @@ class Atlas(Closing):
     def family_analogues(self, models: Iterable[str]) -> list[dict[str, Any]]:
         """Every stored family-to-family match between ``models`` with its unit pairs."""
         return analogues.family_analogues(self.store, list(models))
+
+    # -- circuit editing: edits as data, applied to a copy of the network -----------------------
+    def create_edit(self, model: str, name: str, *, ablate: Iterable[str] = (), ablate_where: str | None = None,
+                    mode: str = "zero", images: str | Path | None = None, edges: Iterable[tuple] = (),
+                    edges_where: str | None = None, scale: float = 0.0, kernels: dict | None = None,
+                    replace: dict[str, tuple[np.ndarray, float]] | None = None,
+                    replace_from: dict[str, str] | None = None, params: dict | None = None,
+                    description: str = "", module: nn.Module | None = None) -> dict[str, Any]:
+        """Store a named edit of ``model`` as ``(:Edit {uid, name, model, ...})`` with
+        ``-[:ABLATES {mode, mean}]->``, ``-[:EDITS_EDGE {src, factor | kernel}]->`` and
+        ``-[:REPLACES {kernel, bias, source}]->`` its neurons. Units to ablate: ``ablate``
+        (``layer:channel`` or uids) and/or ``ablate_where``, a read-only Cypher predicate over ``n``;
+        ``mode`` "zero" or "mean" (each unit's mean map over ``images``, else the stimulus
+        battery). Edges (direct WEIGHT edges, the real weights): ``edges`` as (source, target)
+        pairs, scaled by ``scale``, or (source, target, kernel); ``kernels`` {(source, target):
+        kernel}; ``edges_where`` a predicate over ``(a)-[w]->(b)`` (``params`` in scope):
+        ``"w.sum < 0 AND a.layer = 'mid'"``. ``replace`` {unit: (kernel (in, kh, kw), bias)} or
+        ``replace_from`` {unit: another model's neuron uid}: a hand-set unit. Checked against the
+        network first: a bad edit writes nothing; an existing name is refused. The stored
+        weights never change."""
+        return editing.create_edit(self.store, model, name, ablate=ablate, ablate_where=ablate_where, mode=mode,
+                                   images=images, edges=edges, edges_where=edges_where, scale=scale, kernels=kernels,
+                                   replace=replace, replace_from=replace_from, params=params,
+                                   description=description, module=module)
+
+    def edit_effect(self, model: str, name: str, images: str | Path | None = None, *, n_control: int = 3,
+                    stimulus_params: dict | None = None, seed: int = 0, limit: int | None = None,
+                    module: nn.Module | None = None, progress: Callable[[str], None] | None = None) -> EditEffect:
+        """Measure and store what edit ``name`` changes (:class:`~circuitatlas.jobs.editing.EditEffect`):
+        per affected unit the tuning before and after (``stimulus_params``, default a curve) with
+        the echo at preferred + 180 degrees and its activation on ``images`` (or the stimulus
+        battery) and on its top examples; per image the top-5 classes before and after, accuracy
+        and loss when subfolders are class indices; the same under ``n_control`` random edits of
+        the same size. Stored on the Edit as ``effect`` (JSON) and ``effect_summary``."""
+        return editing.effect(self.store, model, name, images, stimulus_params=stimulus_params,
+                              n_control=n_control, seed=seed, limit=limit, module=module, progress=progress)
+
+    def edits(self, model: str) -> list[dict[str, Any]]:
+        """The model's stored edits with what each touches and its effect summary."""
+        self.model_meta(model)
+        return edits.list_edits(self.store, model)
+
+    def edit(self, model: str, name: str) -> dict[str, Any]:
+        """One stored edit: its properties and every ablation, edge edit and replacement."""
+        return edits.read_edit(self.store, model, name)
+
+    def delete_edit(self, model: str, name: str) -> None:
+        """Delete a stored edit (nothing else changes)."""
+        edits.delete_edit(self.store, model, name)
+
+    def faithfulness(self, model: str, units: Iterable[str] | None = None, *, motif: str | None = None,
+                     **options: Any) -> dict[str, Any]:
+        """Keep a circuit's units (or a stored motif's), mean-ablate the rest of their layers and
+        measure the share of its targets' activation that survives on their top examples and
+        preferred stimuli (``targets``, ``layers``, ``images``, ``stimulus_params``, ``k``); stored
+        on the motif as ``faithfulness``. See :func:`circuitatlas.jobs.editing.faithfulness`."""
+        return editing.faithfulness(self.store, model, units, motif=motif, **options)
 
     # -- querying without Cypher (circuitatlas.queries.connectivity) -------------------------
     # Units: a Units criteria object, one neuron uid or a list of uids. Every helper has a

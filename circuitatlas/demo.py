@@ -89,6 +89,7 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
     motif_report += _run_detectors(atlas, planted, [
         ("rotation_equivariance", ["mid", "high"]), ("union_over_cases", ["mid", "high", "top"]),
         ("superposition", ["mid", "high"]), ("flip_equivariance", ["input", "edges", "mid", "high"])], echo)
+    editing = _edit_curves(atlas, planted, echo)
     params = {"uid": names.neuron_uid(name, "stem.0", 0), "model": name}
     echo("try:")
     for title, query in DEMO_QUERIES:
@@ -105,8 +106,36 @@ def run_demo(atlas, name: str = "demo", echo=lambda message: None, progress=None
             "expanded_edges": summary.expanded_edges, "svd_k": svd.k, "svd_plot": str(plot),
             "curves_model": curves, "curves_accuracy": built.accuracy, "tuned_units": tuned,
             "featurevis_sheet": fv["sheet"], "decomposed_grid": decomposed["grid"], "motifs": motif_report,
-            "universality": universality,
+            "universality": universality, "editing": editing,
             "queries": [q for _, q in DEMO_QUERIES], "viewer_pages": pages}
+
+
+EARLY_TO_CURVE_NEGATIVE = (
+    "w.sum < 0 AND EXISTS { (a)-[:IN_MOTIF {role: 'upstream'}]->(m:Motif {kind: 'rotation_equivariance'})"
+    "<-[:IN_MOTIF {role: 'downstream'}]-(b) }")
+
+
+def _edit_curves(atlas, planted: str, echo) -> dict:
+    """The Curve Circuits edit in small: the negative weights from early curves into curves of
+    the planted family removed (selected by Cypher), the echo it brings measured against random
+    removals of as many weights; and the family's faithfulness."""
+    stimulus = {"stimulus": "curve", "radius": 5.0}
+    motif = next((m for m in atlas.motifs(planted) if m["kind"] == "rotation_equivariance"), None)
+    if motif is None:
+        echo("circuit editing skipped: no curve family was found in the planted network")
+        return {}
+    made = atlas.create_edit(planted, "no-opposite-inhibition", edges_where=EARLY_TO_CURVE_NEGATIVE, scale=0.0,
+                             description="negative weights from early curves into curves removed")
+    s = atlas.edit_effect(planted, "no-opposite-inhibition", stimulus_params=stimulus, n_control=3).summary
+    echo(f"circuit edit on {planted}: {made['edges']} negative early-curve -> curve weights removed (Cypher "
+         f"predicate); echo at preferred + 180 deg: {s['echo_mean_before']:.3f} -> {s['echo_mean']:.3f} "
+         f"(3 random removals of as many weights: {s['echo_mean_control']:.3f}); stored on (:Edit)")
+    faithful = atlas.faithfulness(planted, motif=motif["uid"], stimulus_params=stimulus)
+    echo(f"faithfulness of the curve family (early curves kept, {faithful['ablated_units']} other mid units "
+         f"mean-ablated): {faithful['faithfulness']:.3f}; stored on the Motif")
+    echo(f"  circuitatlas edit list {planted}; circuitatlas edit effect {planted} no-opposite-inhibition --radius 5")
+    return {"edges": made["edges"], **{k: s[k] for k in ("echo_mean_before", "echo_mean", "echo_mean_control")},
+            "faithfulness": faithful["faithfulness"]}
 
 
 def _universality(atlas, name: str, curves: str, echo) -> dict:

@@ -21,7 +21,7 @@ from typing import Sequence
 from circuitatlas.errors import InvalidInput
 
 __all__ = [
-    "layer_uid", "neuron_uid", "unit", "parse_unit", "parse_neuron_uid", "motif_uid", "cluster_uid",
+    "layer_uid", "neuron_uid", "edit_uid", "unit", "parse_unit", "parse_neuron_uid", "motif_uid", "cluster_uid",
     "REL_TYPES", "EDGE_TYPES", "rel_type", "MOTIF_LAYERS", "MOTIF_KINDS", "check_motif_layers",
     "MODEL_ID_RULE", "check_model_id", "check_layer_name",
 ]
@@ -64,6 +64,15 @@ def layer_uid(model: str, layer: str) -> str:
 def neuron_uid(model: str, layer: str, channel: int) -> str:
     """``"<model>/<layer>:<channel>"``."""
     return f"{model}/{layer}:{int(channel)}"
+
+
+def edit_uid(model: str, name: str) -> str:
+    """``"<model>/edit:<name>"``; an edit name follows the model id rule."""
+    try:
+        check_model_id(name)
+    except InvalidInput:
+        raise InvalidInput(f"edit name {_shown(name)} is not valid: use {MODEL_ID_RULE}") from None
+    return f"{model}/edit:{name}"
 
 
 def unit(layer: str, channel: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from circuitatlas.names import EDGE_TYPES
 
 # Labels that carry a ``model`` property and belong to one model's subgraph, deleted by ``drop``.
-MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif", "MotifRun")
+MODEL_LABELS = ("Neuron", "Layer", "Cluster", "Motif", "MotifRun", "Edit")
 
 SCHEMA = (
     "CREATE CONSTRAINT model_id IF NOT EXISTS FOR (m:Model) REQUIRE m.id IS UNIQUE",
@@ -18,6 +18,7 @@ SCHEMA = (
     "CREATE CONSTRAINT cluster_uid IF NOT EXISTS FOR (c:Cluster) REQUIRE c.uid IS UNIQUE",
     "CREATE CONSTRAINT motif_uid IF NOT EXISTS FOR (m:Motif) REQUIRE m.uid IS UNIQUE",
     "CREATE CONSTRAINT motif_run_uid IF NOT EXISTS FOR (r:MotifRun) REQUIRE r.uid IS UNIQUE",
+    "CREATE CONSTRAINT edit_uid IF NOT EXISTS FOR (e:Edit) REQUIRE e.uid IS UNIQUE",
     "CREATE INDEX neuron_model_layer IF NOT EXISTS FOR (n:Neuron) ON (n.model, n.layer)",
     "CREATE INDEX neuron_model IF NOT EXISTS FOR (n:Neuron) ON (n.model)",  # pattern search starts here
     "CREATE INDEX layer_model IF NOT EXISTS FOR (l:Layer) ON (l.model)",
@@ -695,4 +696,79 @@ MATCH (a:Motif)-[r:ANALOGOUS]->(b:Motif)
 WHERE a.model IN $models AND b.model IN $models
 RETURN a.uid AS family_a, b.uid AS family_b, a.model AS model_a, b.model AS model_b, properties(r) AS match
 ORDER BY family_a
+"""
+
+
+# -- circuit editing (jobs/editing.py): an edit and what it touches, in one transaction -----------
+# A user's predicate is placed inside the parentheses of the WHERE below only after
+# queries/editing.py has checked that it cannot close them (and it runs read-only).
+EDGES_WHERE = """
+MATCH (a:Neuron {{model: $model}})-[w:WEIGHT]->(b:Neuron {{model: $model}})
+WHERE ({predicate})
+RETURN a.layer AS src_layer, a.channel AS src_channel, b.layer AS dst_layer, b.channel AS dst_channel
+ORDER BY dst_layer, dst_channel, src_layer, src_channel
+"""
+
+UNITS_WHERE = """
+MATCH (n:Neuron {{model: $model}})
+WHERE ({predicate})
+RETURN n.layer AS layer, n.channel AS channel ORDER BY layer, channel
+"""
+
+EDIT_EXISTS = "MATCH (e:Edit {uid: $uid}) RETURN e.uid AS uid"
+
+CREATE_EDIT = """
+MATCH (m:Model {id: $model})
+CREATE (e:Edit {uid: $uid, name: $name, model: $model, created: datetime()})
+SET e += $props
+WITH e
+CALL (e) { UNWIND $ablations AS row
+           MATCH (n:Neuron {uid: row.uid})
+           CREATE (e)-[r:ABLATES]->(n) SET r = row.props }
+CALL (e) { UNWIND $edges AS row
+           MATCH (n:Neuron {uid: row.dst})
+           CREATE (e)-[r:EDITS_EDGE]->(n) SET r = row.props }
+CALL (e) { UNWIND $replacements AS row
+           MATCH (n:Neuron {uid: row.uid})
+           CREATE (e)-[r:REPLACES]->(n) SET r = row.props }
+RETURN e.uid AS uid, COUNT { (e)-[]->() } AS touches
+"""
+
+EDIT = """
+MATCH (e:Edit {uid: $uid})
+RETURN properties(e) AS edit,
+       COLLECT { MATCH (e)-[r:ABLATES]->(n) RETURN {layer: n.layer, channel: n.channel, props: properties(r)}
+                 ORDER BY n.layer, n.channel } AS ablations,
+       COLLECT { MATCH (e)-[r:EDITS_EDGE]->(n) RETURN {layer: n.layer, channel: n.channel, props: properties(r)}
+                 ORDER BY n.layer, n.channel, r.src } AS edges,
+       COLLECT { MATCH (e)-[r:REPLACES]->(n) RETURN {layer: n.layer, channel: n.channel, props: properties(r)}
+                 ORDER BY n.layer, n.channel } AS replacements
+"""
+
+LIST_EDITS = """
+MATCH (e:Edit {model: $model})
+RETURN e.name AS name, e.uid AS uid, e.description AS description, toString(e.created) AS created,
+       COUNT { (e)-[:ABLATES]->() } AS ablations, COUNT { (e)-[:EDITS_EDGE]->() } AS edges,
+       COUNT { (e)-[:REPLACES]->() } AS replacements, e.effect_summary AS effect_summary
+ORDER BY name
+"""
+
+SET_EDIT_EFFECT = """
+MATCH (e:Edit {uid: $uid})
+SET e.effect = $effect, e.effect_summary = $summary, e.effect_at = datetime()
+RETURN e.uid AS uid
+"""
+
+DELETE_EDIT = "MATCH (e:Edit {uid: $uid}) DETACH DELETE e RETURN count(*) AS deleted"
+
+SET_MOTIF_FAITHFULNESS = """
+MATCH (m:Motif {uid: $uid})
+SET m.faithfulness = $faithfulness, m.faithfulness_detail = $detail
+RETURN m.uid AS uid
+"""
+
+NEURON_EDITS = """
+MATCH (e:Edit)-[r]->(n:Neuron {uid: $uid})
+RETURN e.name AS name, e.model AS model, type(r) AS how, r.mode AS mode, r.src AS src, r.factor AS factor
+ORDER BY name
 """

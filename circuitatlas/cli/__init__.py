@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from circuitatlas import paths
-from circuitatlas.cli import analyses, compare, db, models, motifs, query, querying, serve
+from circuitatlas.cli import analyses, compare, db, edit, models, motifs, query, querying, serve
 from circuitatlas.cli.context import CliContext, ProjectErrors
 
 __all__ = ["main"]
@@ -35,5 +35,6 @@ def main(ctx: click.Context, **options: Any) -> None:
 for command in (db.db, models.models_cmd, models.layers_cmd, models.neuron_cmd, models.drop_cmd, models.ingest_cmd,
                 models.zoo, analyses.analyze, analyses.annotate, analyses.featurevis_cmd, analyses.decompose_cmd,
                 motifs.motifs,
-                query.cypher_cmd, query.demo_cmd, querying.query, serve.serve_cmd, compare.compare_cmd):
+                query.cypher_cmd, query.demo_cmd, querying.query, serve.serve_cmd, compare.compare_cmd,
+                edit.edit):
     main.add_command(command)

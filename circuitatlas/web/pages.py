@@ -131,7 +131,16 @@ def model_page(store: Store, model: str) -> dict[str, Any]:
     runs = [{k: r[k] for k in ("kind", "layers", "found", "at")} | {"reason": _reason(r["diagnostics"])}
             for r in models.motif_runs(store, model)]
     return _plain({"model": {k: meta.get(k) for k in MODEL_FIELDS}, "layers": layers, "analyses": analyses,
-                   "motifs": motifs, "motif_runs": runs})
+                   "motifs": motifs, "motif_runs": runs, "edits": edit_rows(store, model)})
+
+
+def edit_rows(store: Store, model: str) -> list[dict[str, Any]]:
+    """The model's edits, each with its measured effect in words (``circuitatlas edit effect``)."""
+    from circuitatlas.jobs.editing import summary_lines
+    from circuitatlas.queries.editing import list_edits
+
+    return [{**row, "effect": summary_lines(row["effect_summary"]).split("\n") if row["effect_summary"] else []}
+            for row in list_edits(store, model)]
 
 
 def _reason(diagnostics: dict) -> str | None:

@@ -1,0 +1,472 @@
+"""Circuit editing jobs: store a named edit of a model (units ablated, edges scaled or set, units
+replaced), rebuild the network with it, measure its effect against a random control of the same
+size, and measure how faithful a circuit is. See :mod:`circuitatlas.analysis.editing` for how an
+edit reaches the weights; the stored weights are never changed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from circuitatlas import names
+from circuitatlas.analysis.editing import (
+    Ablation,
+    EdgeEdit,
+    EditSpec,
+    Replacement,
+    edited_module,
+    mean_maps,
+    random_like,
+    value_point,
+)
+from circuitatlas.analysis.examples import load_images
+from circuitatlas.analysis.tuning import radial_tuning
+from circuitatlas.analysis.universality import battery_probes
+from circuitatlas.errors import InvalidInput
+from circuitatlas.ingest.graphtypes import LayerGraph, Source
+from circuitatlas.ingest.layergraph import build_layer_graph
+from circuitatlas.jobs.network import network
+from circuitatlas.queries import aliases
+from circuitatlas.queries import editing as stored
+from circuitatlas.queries.models import input_size, model_meta
+from circuitatlas.queries.viewer import motif as read_motif
+from circuitatlas.store import Store
+
+__all__ = ["EditEffect", "create_edit", "edit_spec", "edited_network", "effect", "faithfulness", "TOP_K",
+           "IMAGES_STORED", "summary_lines"]
+
+TOP_K = 5  # classes compared per image
+IMAGES_STORED = 1000  # per-image rows kept in the stored effect (all are returned)
+_N_ANGLES = 32
+
+
+@dataclass
+class EditEffect:
+    """What an edit changed: per affected unit (tuning and echo before/after, activations on the
+    probe set and on its top examples), per image (top-5 classes before/after), accuracy and loss
+    when the images are labelled, and the same measures under ``n_control`` random edits of the
+    same size (``control``, one dict per draw)."""
+
+    model: str
+    edit: str
+    units: list[dict[str, Any]]
+    images: list[dict[str, Any]]
+    summary: dict[str, Any]
+    control: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the network and its layer graph --------------------------------------------------------------
+def _graph(store: Store, model: str, module: nn.Module) -> LayerGraph:
+    meta = model_meta(store, model)
+    return build_layer_graph(module, tuple(meta.get("input_size") or (3, 64, 64)))
+
+
+def _probe_images(store: Store, model: str, images: str | Path | np.ndarray | None,
+                  limit: int | None = None) -> tuple[torch.Tensor, list[str], str]:
+    """(N, 3, S, S) floats, their paths, and what they are: a folder's images, or the stimulus
+    battery at a quarter of the input size."""
+    size = input_size(model_meta(store, model))
+    if images is None:
+        probes = battery_probes(size, [size / 4], n_angles=8)
+        x = torch.from_numpy(probes.images.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+        return x, [], "battery"
+    if isinstance(images, np.ndarray):
+        return torch.from_numpy(np.asarray(images, np.float32)).permute(0, 3, 1, 2).contiguous(), [], "array"
+    arr, paths = load_images(images, size, limit)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), paths, str(Path(images).resolve())
+
+
+def _unit(store: Store, model: str, unit: str) -> Source:
+    _, layer, channel = names.parse_neuron_uid(aliases.resolve_unit(store, model, unit))
+    return layer, channel
+
+
+# -- creating an edit -----------------------------------------------------------------------------
+def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = (), ablate_where: str | None = None,
+                mode: str = "zero", images: str | Path | None = None, edges: Iterable[Sequence] = (),
+                edges_where: str | None = None, scale: float = 0.0, kernels: dict | None = None,
+                replace: dict[str, tuple[np.ndarray, float]] | None = None,
+                replace_from: dict[str, str] | None = None, params: dict | None = None, description: str = "",
+                module: nn.Module | None = None) -> dict[str, Any]:
+    """Check an edit against the network and store it as ``(:Edit)``; nothing is written on bad
+    input. Returns its uid and what it touches."""
+    uid = names.edit_uid(model, name)
+    meta = model_meta(store, model)
+    if store.read(stored.cypher.EDIT_EXISTS, uid=uid):
+        raise InvalidInput(f"model {model!r} already has an edit {name!r}; delete it first or choose another name")
+    scale = float(scale)
+    if not np.isfinite(scale):
+        raise InvalidInput(f"scale must be a finite number, not {scale!r}")
+    params = dict(params or {})
+    units = [_unit(store, model, u) for u in ablate]
+    if ablate_where:
+        units += [(r["layer"], r["channel"]) for r in stored.units_where(store, model, ablate_where, **params)]
+    pairs: list[tuple[Source, Source, np.ndarray | None]] = []
+    for row in edges:
+        if len(row) not in (2, 3):
+            raise InvalidInput(f"an edge is (source, target[, kernel]), not {row!r}")
+        pairs.append((_unit(store, model, row[0]), _unit(store, model, row[1]),
+                      None if len(row) == 2 else np.asarray(row[2], np.float64)))
+    for (src, dst), kernel in (kernels or {}).items():
+        pairs.append((_unit(store, model, src), _unit(store, model, dst), np.asarray(kernel, np.float64)))
+    if edges_where:
+        pairs += [((r["src_layer"], r["src_channel"]), (r["dst_layer"], r["dst_channel"]), None)
+                  for r in stored.edges_where(store, model, edges_where, **params)]
+    net = network(store, model, module)
+    graph = _graph(store, model, net)
+    reps = {_unit(store, model, u): (np.asarray(k, np.float64), float(b), "arrays") for u, (k, b) in
+            (replace or {}).items()}
+    for target, source in (replace_from or {}).items():
+        reps[_unit(store, model, target)] = _unit_from(store, source)
+    if not units and not pairs and not reps:
+        raise InvalidInput("the edit changes nothing: name units to ablate, edges to scale or set, or units to "
+                           "replace (a predicate that selects nothing counts as none)")
+    units = sorted(set(units))
+    means: dict[Source, np.ndarray] = {}
+    probe = None
+    if mode == "mean" and units:
+        x, _, probe = _probe_images(store, model, images)
+        means = mean_maps(net, graph, units, x)
+    spec = EditSpec([Ablation(layer, c, mode, means.get((layer, c))) for layer, c in units],
+                    [EdgeEdit(s, d, None if k is not None else scale, k) for s, d, k in _unique(pairs)],
+                    [Replacement(layer, c, k, b) for (layer, c), (k, b, _) in sorted(reps.items())])
+    edited_module(net, graph, spec)  # every part applies, or a one-line error before anything is stored
+    neuron = lambda layer, c: names.neuron_uid(model, layer, c)  # noqa: E731
+    props = {"description": description, "mode": mode if units else None, "probe": probe,
+             "arch": meta.get("arch"), "weights_sha256": meta.get("weights_sha256")}
+    stored.create_edit(
+        store, model, name, {k: v for k, v in props.items() if v is not None},
+        [{"uid": neuron(a.layer, a.channel), "props": {"mode": a.mode, **_array("mean", a.mean)}}
+         for a in spec.ablations],
+        [{"dst": neuron(*e.dst), "props": {"src": neuron(*e.src), **({"factor": e.factor} if e.kernel is None
+                                                                       else _array("kernel", e.kernel))}}
+         for e in spec.edges],
+        [{"uid": neuron(r.layer, r.channel), "props": {"bias": r.bias, "source": reps[(r.layer, r.channel)][2],
+                                                       **_array("kernel", r.kernel)}} for r in spec.replacements])
+    return {"uid": uid, "name": name, "model": model, "ablations": len(spec.ablations), "edges": len(spec.edges),
+            "replacements": len(spec.replacements), "units": [names.unit(*u) for u in spec.units()]}
+
+
+def _unique(pairs: list[tuple[Source, Source, np.ndarray | None]]) -> list[tuple[Source, Source, np.ndarray | None]]:
+    seen: dict[tuple[Source, Source], np.ndarray | None] = {}
+    for src, dst, kernel in pairs:
+        if (src, dst) not in seen or kernel is not None:
+            seen[(src, dst)] = kernel
+    return [(s, d, k) for (s, d), k in sorted(seen.items(), key=lambda item: (item[0][1], item[0][0]))]
+
+
+def _array(key: str, value: np.ndarray | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    value = np.asarray(value, np.float64)
+    return {key: [float(v) for v in value.reshape(-1)], f"{key}_shape": list(value.shape)}
+
+
+def _unit_from(store: Store, source: str) -> tuple[np.ndarray, float, str]:
+    """The folded kernel and bias of ``<model>/<layer>:<channel>`` (another stored model's unit)."""
+    model, layer, channel = names.parse_neuron_uid(source)
+    uid = aliases.resolve_unit(store, model, f"{layer}:{channel}")
+    _, layer, channel = names.parse_neuron_uid(uid)
+    net = network(store, model)
+    weight = _graph(store, model, net).weight_layers.get(layer)
+    if weight is None or weight.kind == "add":
+        raise InvalidInput(f"{source!r} is not a unit of a conv or linear layer")
+    return weight.weight[channel].astype(np.float64), float(weight.bias[channel]), uid
+
+
+def edit_spec(store: Store, model: str, name: str) -> EditSpec:
+    """The stored edit as an :class:`EditSpec`."""
+    row = stored.read_edit(store, model, name)
+
+    def arr(props: dict, key: str) -> np.ndarray | None:
+        return None if props.get(key) is None else np.asarray(props[key], np.float32).reshape(props[f"{key}_shape"])
+
+    return EditSpec(
+        [Ablation(r["layer"], r["channel"], r["props"]["mode"], arr(r["props"], "mean")) for r in row["ablations"]],
+        [EdgeEdit(names.parse_neuron_uid(r["props"]["src"])[1:], (r["layer"], r["channel"]), r["props"].get("factor"),
+                  arr(r["props"], "kernel")) for r in row["edges"]],
+        [Replacement(r["layer"], r["channel"], arr(r["props"], "kernel"), r["props"]["bias"])
+         for r in row["replacements"]])
+
+
+def edited_network(store: Store, model: str, name: str | None, module: nn.Module | None = None,
+                   trust_pickle: bool = False) -> nn.Module:
+    """The model's network with edit ``name`` applied (the network itself for None)."""
+    if name is None:
+        return network(store, model, module, trust_pickle)
+    spec = edit_spec(store, model, name)
+    net = network(store, model, module, trust_pickle)
+    return edited_module(net, _graph(store, model, net), spec)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+def _tuning(net: nn.Module, graph: LayerGraph, units: Sequence[Source], size: int,
+            stimulus_params: dict) -> dict[Source, np.ndarray]:
+    params = dict(stimulus_params)
+    stimulus = params.pop("stimulus", "curve")
+    out: dict[Source, np.ndarray] = {}
+    by_point: dict[str, list[Source]] = {}
+    for layer, c in units:
+        if len(graph.layers[layer].shape) == 3:  # a spatial map: a unit at its centre
+            by_point.setdefault(value_point(net, graph, layer), []).append((layer, c))
+    for point, members in by_point.items():
+        result = radial_tuning(net, point, [c for _, c in members], stimulus=stimulus, n_angles=_N_ANGLES, size=size,
+                               **params)
+        for j, unit in enumerate(members):
+            out[unit] = result.responses[:, j]
+    return out
+
+
+def _echo(curve: np.ndarray, preferred: int, peak: float) -> float | None:
+    """The response half a turn from the preferred angle (rectified), relative to ``peak``, the
+    unedited unit's response at its preferred angle: the Curve Circuits article's echo, on one
+    scale before and after; None for a unit that does not respond at its preferred angle."""
+    if not peak > 0:
+        return None
+    return max(float(curve[(preferred + len(curve) // 2) % len(curve)]), 0.0) / peak
+
+
+def _activations(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: torch.Tensor,
+                 batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's activation per image (spatial maximum at its value point), and the logits."""
+    from circuitatlas.analysis.hooks import capture
+
+    points = {layer: value_point(net, graph, layer) for layer, _ in units}
+    acts, logits = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            with capture(net, sorted(set(points.values())), stop=False) as seen:
+                out = net(x[start:start + batch])
+            row = []
+            for layer, c in units:
+                value = seen[points[layer]]
+                value = value.movedim(-1, 1) if value.dim() == 4 and isinstance(
+                    net.get_submodule(points[layer]), nn.Linear) else value
+                v = value[:, c]
+                row.append(v.flatten(1).amax(1) if v.dim() > 1 else v)
+            acts.append(torch.stack(row, 1) if row else torch.zeros(len(out), 0))
+            logits.append(out if out.dim() == 2 else out[:, :0].flatten(1))  # a map out: no classes
+    return torch.cat(acts).double().numpy(), torch.cat(logits).double().numpy()
+
+
+def _labels(paths: list[str], root: str) -> np.ndarray | None:
+    """Class indices from subfolder names when every image sits in a folder named by an integer."""
+    if not paths:
+        return None
+    parents = [Path(p).parent for p in paths]
+    if any(p == Path(root) for p in parents) or not all(p.name.isdigit() for p in parents):
+        return None
+    return np.array([int(p.name) for p in parents])
+
+
+def _outcome(logits: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Top-5 classes per image (none when the network's output is a map, not class scores),
+    accuracy and loss when labelled."""
+    if logits.shape[1] == 0:
+        return {}
+    top = np.argsort(-logits, axis=1)[:, :TOP_K]
+    out: dict[str, Any] = {"top": top}
+    if labels is not None and logits.shape[1] > labels.max():
+        t = torch.from_numpy(logits)
+        out["accuracy"] = float((top[:, 0] == labels).mean())
+        out["loss"] = float(F.cross_entropy(t, torch.from_numpy(labels)).item())
+    return out
+
+
+def _measure(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: torch.Tensor, labels: np.ndarray | None,
+             size: int, stimulus_params: dict, tune: bool) -> dict[str, Any]:
+    acts, logits = _activations(net, graph, units, x)
+    return {"acts": acts, **_outcome(logits, labels),
+            "tuning": _tuning(net, graph, units, size, stimulus_params) if tune else {}}
+
+
+def effect(store: Store, model: str, name: str, images: str | Path | None = None, *,
+           stimulus_params: dict | None = None, n_control: int = 3, seed: int = 0, k: int = 9,
+           limit: int | None = None, module: nn.Module | None = None,
+           progress: Callable[[str], None] | None = None) -> EditEffect:
+    """Measure edit ``name`` (see :class:`EditEffect`) on ``images`` (a folder; its subfolders
+    named by class index make them labelled) or the stimulus battery, against ``n_control``
+    random edits of the same size (same layers, modes and factors), and store it on the edit."""
+    if int(n_control) < 0:
+        raise InvalidInput(f"n_control must be 0 or more, not {n_control!r}")
+    spec = edit_spec(store, model, name)
+    edit_row = stored.read_edit(store, model, name)["edit"]
+    net = network(store, model, module)
+    graph = _graph(store, model, net)
+    size = input_size(model_meta(store, model))
+    x, paths, probe_name = _probe_images(store, model, images, limit)
+    labels = _labels(paths, probe_name) if paths else None
+    units = spec.units()
+    stimulus_params = dict(stimulus_params or {})
+    note = progress or (lambda _msg: None)
+    note("measuring the network as it is")
+    base = _measure(net, graph, units, x, labels, size, stimulus_params, True)
+    note("measuring the edited network")
+    after = _measure(edited_module(net, graph, spec), graph, units, x, labels, size, stimulus_params, True)
+    rng = np.random.default_rng(seed)
+    controls = []
+    for i in range(int(n_control)):
+        note(f"control {i + 1} of {n_control}")
+        draw = random_like(spec, graph, rng)
+        if any(a.mode == "mean" for a in draw.ablations):  # the control's units' own means, same probe set
+            px, _, _ = _probe_images(store, model, None if edit_row.get("probe") in (None, "battery", "array")
+                                     else edit_row["probe"])
+            means = mean_maps(net, graph, [(a.layer, a.channel) for a in draw.ablations], px)
+            draw.ablations = [Ablation(a.layer, a.channel, a.mode, means[(a.layer, a.channel)]) for a in draw.ablations]
+        controls.append(_measure(edited_module(net, graph, draw), graph, units, x, labels, size, stimulus_params, True))
+
+    unit_rows = []
+    for j, (layer, c) in enumerate(units):
+        row: dict[str, Any] = {"unit": names.unit(layer, c), "uid": names.neuron_uid(model, layer, c)}
+        before_acts, after_acts = base["acts"][:, j], after["acts"][:, j]
+        top = np.argsort(-before_acts)[:k]
+        row.update(mean_before=float(before_acts.mean()), mean_after=float(after_acts.mean()),
+                   top_examples=[paths[i] if paths else int(i) for i in top],
+                   top_before=float(before_acts[top].mean()), top_after=float(after_acts[top].mean()),
+                   top_control=[float(cn["acts"][top, j].mean()) for cn in controls])
+        if (layer, c) in base["tuning"]:
+            curve_b, curve_a = base["tuning"][(layer, c)], after["tuning"][(layer, c)]
+            preferred = int(np.argmax(curve_b))
+            peak = float(curve_b[preferred])
+            row.update(preferred_deg=preferred * 360.0 / _N_ANGLES, tuning_before=curve_b.tolist(),
+                       tuning_after=curve_a.tolist(), echo_before=_echo(curve_b, preferred, peak),
+                       echo_after=_echo(curve_a, preferred, peak),
+                       echo_control=[_echo(cn["tuning"][(layer, c)], preferred, peak) for cn in controls])
+        unit_rows.append(row)
+    image_rows = [{"image": paths[i] if paths else i, "top5_before": base["top"][i].tolist(),
+                   "top5_after": after["top"][i].tolist(),
+                   **({"label": int(labels[i])} if labels is not None else {})}
+                  for i in range(len(x))] if "top" in base else []
+    control_rows = [_summary_of(cn, base, units) for cn in controls]
+    summary = {"images": len(x), "probe": probe_name, "units": len(units), "n_control": int(n_control),
+               **_summary_of(after, base, units, unit_rows)}
+    if control_rows:
+        for key in ("changed_top1", "accuracy", "loss", "echo_mean", "top_mean"):
+            values = [row[key] for row in control_rows if row.get(key) is not None]
+            if values:
+                summary[f"{key}_control"] = float(np.mean(values))
+    result = EditEffect(model, name, unit_rows, image_rows, summary, control_rows)
+    stored.store_effect(store, model, name, {**result.to_dict(), "images": image_rows[:IMAGES_STORED]}, summary)
+    return result
+
+
+def _summary_of(measured: dict, base: dict, units: Sequence[Source], unit_rows: list[dict] | None = None
+                ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "top" in base:
+        out["changed_top1"] = float((measured["top"][:, 0] != base["top"][:, 0]).mean())
+    for key in ("accuracy", "loss"):
+        if key in base:
+            out[f"{key}_before"], out[key] = base[key], measured[key]
+    echoes = []
+    for unit, curve in measured["tuning"].items():
+        preferred = int(np.argmax(base["tuning"][unit]))
+        peak = float(base["tuning"][unit][preferred])
+        pair = (_echo(base["tuning"][unit], preferred, peak), _echo(curve, preferred, peak))
+        if None not in pair:
+            echoes.append(pair)
+    if echoes:
+        out["echo_mean_before"], out["echo_mean"] = (float(np.mean(v)) for v in zip(*echoes))
+    if len(units):
+        top = [np.argsort(-base["acts"][:, j])[:9] for j in range(len(units))]
+        out["top_mean_before"] = float(np.mean([base["acts"][t, j].mean() for j, t in enumerate(top)]))
+        out["top_mean"] = float(np.mean([measured["acts"][t, j].mean() for j, t in enumerate(top)]))
+    return out
+
+
+# -- faithfulness ---------------------------------------------------------------------------------
+def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *, motif: str | None = None,
+                 targets: Iterable[str] | None = None, layers: Iterable[str] | None = None,
+                 images: str | Path | None = None, stimulus_params: dict | None = None, k: int = 9,
+                 module: nn.Module | None = None) -> dict[str, Any]:
+    """How much of the targets' activation a circuit carries: keep ``units`` (or a stored
+    ``motif``'s members before its last layer), mean-ablate every other unit of their layers (or
+    of ``layers``), and read each target (default: the units, or the motif's members, in the
+    deepest layer) on its top ``k`` probe images and its preferred stimuli. Per target,
+    ``(kept - none) / (full - none)``: 1 when the kept units carry it all, 0 when they carry no
+    more than their means (``none``: every unit of those layers mean-ablated). Stored on the motif
+    as ``faithfulness``."""
+    net = network(store, model, module)
+    graph = _graph(store, model, net)
+    if motif is not None:
+        members = read_motif(store, motif)["members"]
+        chosen = [(m["layer"], m["channel"]) for m in members]
+    elif units is not None:
+        chosen = [_unit(store, model, u) for u in units]
+    else:
+        raise InvalidInput("name the circuit: units or a motif uid")
+    if not chosen:
+        raise InvalidInput("the circuit has no units")
+    order = {name: info.order for name, info in graph.layers.items()}
+    deepest = max(chosen, key=lambda u: order[u[0]])[0]
+    target_units = ([_unit(store, model, t) for t in targets] if targets is not None
+                    else [u for u in chosen if u[0] == deepest])
+    kept = [u for u in chosen if u not in target_units]
+    ablate_layers = (aliases.resolve_layers(store, model, layers) if layers is not None
+                     else sorted({layer for layer, _ in kept}))
+    if not ablate_layers:
+        raise InvalidInput("nothing upstream to ablate: the circuit needs units before its targets, or `layers`")
+    size = input_size(model_meta(store, model))
+    x, _, probe_name = _probe_images(store, model, images)
+    stimulus_params = dict(stimulus_params or {})
+    sweep = _sweep(stimulus_params, size)
+    probe = torch.cat([x, sweep])
+    everyone = [(layer, c) for layer in ablate_layers for c in range(graph.layers[layer].channels)]
+    means = mean_maps(net, graph, everyone, probe)
+    others = [u for u in everyone if u not in set(kept)]
+    variants = {"full": EditSpec(),
+                "kept": EditSpec([Ablation(*u, "mean", means[u]) for u in others]),
+                "none": EditSpec([Ablation(*u, "mean", means[u]) for u in everyone])}
+    acts = {key: _activations(edited_module(net, graph, spec), graph, target_units, probe)[0]
+            for key, spec in variants.items()}
+    rows = []
+    for j, unit in enumerate(target_units):
+        full = acts["full"][:, j]
+        top = np.argsort(-full[:len(x)])[:k]  # top probe images
+        preferred = len(x) + np.argsort(-full[len(x):])[:3]  # the sweep angles it likes most
+        row = {"unit": names.unit(*unit)}
+        for label, idx in (("top_examples", top), ("preferred_stimuli", preferred)):
+            f, kk, nn_ = (acts[v][idx, j].mean() for v in ("full", "kept", "none"))
+            row[label] = float((kk - nn_) / (f - nn_)) if abs(f - nn_) > 1e-9 else None
+            row[f"{label}_kept_raw"] = float(kk / f) if abs(f) > 1e-12 else None
+        rows.append(row)
+    scores = [v for r in rows for v in (r["top_examples"], r["preferred_stimuli"]) if v is not None]
+    result = {"faithfulness": float(np.mean(scores)) if scores else None, "targets": rows,
+              "kept": [names.unit(*u) for u in kept], "ablated_layers": ablate_layers,
+              "ablated_units": len(others), "probe": probe_name, "motif": motif}
+    if motif is not None and result["faithfulness"] is not None:
+        stored.store_faithfulness(store, motif, result["faithfulness"], result)
+    return result
+
+
+def _sweep(stimulus_params: dict, size: int) -> torch.Tensor:
+    from circuitatlas.analysis import stimuli
+
+    params = dict(stimulus_params)
+    name = params.pop("stimulus", "curve")
+    angles = np.arange(_N_ANGLES) * 360.0 / _N_ANGLES
+    images = np.stack([stimuli.STIMULI[name](orientation=float(a), size=size, **params) for a in angles])
+    return torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+
+
+def summary_lines(s: dict) -> str:
+    """An effect summary in words."""
+    classes = ("; the network's output is a map, not classes" if "changed_top1" not in s else
+               f"; top-1 class changed on {s['changed_top1']:.1%}" + (
+                   f" (random control: {s['changed_top1_control']:.1%})" if "changed_top1_control" in s else ""))
+    lines = [f"{s['units']} units touched, {s['images']} images ({s['probe']}){classes}"]
+    for key, label in (("accuracy", "accuracy"), ("loss", "loss"), ("echo_mean", "echo"),
+                       ("top_mean", "activation on top examples")):
+        if key in s:
+            control = f", random control {s[key + '_control']:.4g}" if key + "_control" in s else ""
+            lines.append(f"{label}: {s[key + '_before']:.4g} -> {s[key]:.4g}{control}")
+    return "\n".join(lines)
