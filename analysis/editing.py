@@ -117,7 +117,7 @@ def mean_maps(module: nn.Module, graph: LayerGraph, units: Iterable[Source], ima
     module = module.eval()
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            with capture(module, sorted(set(points.values())), stop=False) as seen:
+            with capture(module, sorted(set(points.values())), stop=False, copy=True) as seen:
                 module(images[start:start + batch])
             for point, value in seen.items():
                 value = _channel_view(value, module.get_submodule(point)).double().sum(0)

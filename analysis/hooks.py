@@ -20,9 +20,12 @@ class _Stop(Exception):
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(model: nn.Module, layers: Sequence[str], stop: bool = True,
+            copy: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of ``layers`` (module paths) while the block runs; with ``stop`` the
-    forward pass ends once all of them are computed (use :func:`run_to_layers`)."""
+    forward pass ends once all of them are computed (use :func:`run_to_layers`). Without ``stop``
+    pass ``copy``: an in-place op later in the pass (``ReLU(inplace=True)``, ``out += identity``)
+    would otherwise change what was recorded."""
     modules = {}
     for layer in layers:
         try:
@@ -37,6 +40,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Itera
             # a Linear over (N, H, W, C) (ConvNeXt's pointwise MLPs) has its channels last: read
             # channels first, as the graph stores the layer
             channels_last = isinstance(module, nn.Linear) and output.dim() == 4
+            output = output.detach().clone() if copy else output
             store[name] = output.permute(0, 3, 1, 2) if channels_last else output
             if stop and len(store) == len(modules):
                 raise _Stop
@@ -54,7 +58,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True) -> Itera
 
 def run_to_layers(model: nn.Module, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for ``images``, computing no more of the network than needed."""
-    with capture(model, layers) as store:
+    with capture(model, layers, copy=len(layers) > 1) as store:  # later in-place ops must not touch earlier ones
         try:
             model(images)
         except _Stop:

@@ -136,3 +136,41 @@ def stacked(images: list[Image.Image], gap: int = 12) -> Image.Image:
         out.paste(picture, (0, y))
         y += picture.height + gap
     return out
+
+
+def tuning_before_after(panels: list[dict], title: str = "", width: int = 180, height: int = 110,
+                        columns: int = 4) -> Image.Image:
+    """One small plot per unit of its tuning curve over 0-360 degrees before an edit (black),
+    after it (red) and under each random control (grey), on the unit's own scale, with a dotted
+    line at the preferred angle + 180 (the echo). ``panels``: dicts with ``title``, ``before``,
+    ``after``, ``controls`` (lists of responses) and ``preferred`` (an index)."""
+    rows = max(1, -(-len(panels) // columns))
+    pad_w, pad_h = width + 24, height + 40
+    img = Image.new("RGB", (columns * pad_w + 20, 30 + rows * pad_h), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 8), title, fill="black")
+    for k, panel in enumerate(panels):
+        x0, y0 = 14 + (k % columns) * pad_w, 30 + (k // columns) * pad_h + 14
+        curves = [np.asarray(panel["before"], float), np.asarray(panel["after"], float),
+                  *(np.asarray(c, float) for c in panel.get("controls", []))]
+        lo, hi = min(0.0, *(c.min() for c in curves)), max(1e-9, *(c.max() for c in curves))
+        n = len(curves[0])
+
+        def points(curve: np.ndarray) -> list[tuple[float, float]]:
+            return [(x0 + width * i / (n - 1), y0 + height - height * (v - lo) / (hi - lo))
+                    for i, v in enumerate(curve)]
+
+        draw.rectangle([x0, y0, x0 + width, y0 + height], outline=(200, 200, 200))
+        zero = y0 + height - height * (0 - lo) / (hi - lo)
+        draw.line([(x0, zero), (x0 + width, zero)], fill=(225, 225, 225))
+        echo_x = x0 + width * ((panel["preferred"] + n // 2) % n) / (n - 1)
+        for yy in range(int(y0), int(y0 + height), 6):
+            draw.line([(echo_x, yy), (echo_x, yy + 2)], fill=(150, 150, 220))
+        for curve in curves[2:]:
+            draw.line(points(curve), fill=(170, 170, 170), width=1)
+        draw.line(points(curves[0]), fill=(0, 0, 0), width=2)
+        draw.line(points(curves[1]), fill=(200, 30, 30), width=2)
+        draw.text((x0, y0 - 13), panel["title"], fill="black")
+        draw.text((x0, y0 + height + 3), "0", fill=(110, 110, 110))
+        draw.text((x0 + width - 18, y0 + height + 3), "360", fill=(110, 110, 110))
+    return img

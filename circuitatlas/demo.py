@@ -126,16 +126,21 @@ def _edit_curves(atlas, planted: str, echo) -> dict:
         return {}
     made = atlas.create_edit(planted, "no-opposite-inhibition", edges_where=EARLY_TO_CURVE_NEGATIVE, scale=0.0,
                              description="negative weights from early curves into curves removed")
-    s = atlas.edit_effect(planted, "no-opposite-inhibition", stimulus_params=stimulus, n_control=3).summary
+    result = atlas.edit_effect(planted, "no-opposite-inhibition", stimulus_params=stimulus, n_control=3)
+    s = result.summary
+    plot = artifacts.inside(planted, "edit-no-opposite-inhibition.png")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    result.figure().save(plot)
     echo(f"circuit edit on {planted}: {made['edges']} negative early-curve -> curve weights removed (Cypher "
          f"predicate); echo at preferred + 180 deg: {s['echo_mean_before']:.3f} -> {s['echo_mean']:.3f} "
-         f"(3 random removals of as many weights: {s['echo_mean_control']:.3f}); stored on (:Edit)")
+         f"(3 random removals of as many weights: {s['echo_mean_control']:.3f}); stored on (:Edit); "
+         f"tuning curves before and after: {plot}")
     faithful = atlas.faithfulness(planted, motif=motif["uid"], stimulus_params=stimulus)
     echo(f"faithfulness of the curve family (early curves kept, {faithful['ablated_units']} other mid units "
          f"mean-ablated): {faithful['faithfulness']:.3f}; stored on the Motif")
     echo(f"  circuitatlas edit list {planted}; circuitatlas edit effect {planted} no-opposite-inhibition --radius 5")
     return {"edges": made["edges"], **{k: s[k] for k in ("echo_mean_before", "echo_mean", "echo_mean_control")},
-            "faithfulness": faithful["faithfulness"]}
+            "faithfulness": faithful["faithfulness"], "plot": str(plot)}
 
 
 def _universality(atlas, name: str, curves: str, echo) -> dict:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from circuitatlas.analysis.planted import orientation_profile
 from circuitatlas.errors import InvalidInput, NotFound, QueryError
@@ -41,6 +42,8 @@ def test_removing_inhibition_from_opposite_curves_raises_the_echo(atlas, family)
     # a random removal of as many of the 64 early-curve -> curve weights takes out about 3/8 of
     # the negative ones (24 of 64 drawn), so about 3/8 of the rise in expectation: under half
     assert len(control_rises) == 3 and max(control_rises) < 0.5 * float(np.mean(rises))
+    figure = result.figure()
+    assert figure.width > 600 and figure.height > 2 * 110  # 8 units, 4 a row
     # the stored weights never change
     after = {r["uid"]: r for r in atlas.cypher("MATCH (a)-[w:WEIGHT]->(b:Neuron {model: 'eq', layer: 'high'}) "
                                                "RETURN a.uid + '>' + b.uid AS uid, w.kernel AS kernel")}
@@ -182,7 +185,7 @@ def test_the_edited_network_and_bad_edits(atlas, family):
         atlas.module("eq", edit="zero-two")
 
 
-def test_cli_edit_create_effect_list_faithfulness_and_drop(atlas, family, cli_env):
+def test_cli_edit_create_effect_list_faithfulness_and_drop(atlas, family, cli_env, tmp_path):
     from click.testing import CliRunner
 
     from circuitatlas.cli import main
@@ -192,10 +195,13 @@ def test_cli_edit_create_effect_list_faithfulness_and_drop(atlas, family, cli_en
                               "0.5", "--json"], env=cli_env)
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["edges"] == 2
-    eff = runner.invoke(main, ["edit", "effect", "eq", "cli-cut", "--control", "1", "--radius", "5", "--json"],
-                        env=cli_env)
+    plot = tmp_path / "effect.png"
+    eff = runner.invoke(main, ["edit", "effect", "eq", "cli-cut", "--control", "1", "--radius", "5", "--json",
+                               "--plot", str(plot)], env=cli_env)
     assert eff.exit_code == 0, eff.output
     data = json.loads(eff.output[eff.output.index("{"):])
+    with Image.open(plot) as picture:  # two panels of tuning curves
+        assert picture.width > 300 and picture.height > 100
     assert {u["unit"] for u in data["units"]} == {"high:4", "high:5"} and len(data["control"]) == 1
     listed = runner.invoke(main, ["edit", "list", "eq", "--json"], env=cli_env)
     assert "cli-cut" in {row["name"] for row in json.loads(listed.output)}

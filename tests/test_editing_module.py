@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from circuitatlas.analysis.editing import Ablation, EdgeEdit, EditSpec, Replacement, edited_module, mean_maps
+from circuitatlas.analysis.editing import (
+    Ablation,
+    EdgeEdit,
+    EditSpec,
+    Replacement,
+    edges_into,
+    edited_module,
+    mean_maps,
+)
 from circuitatlas.analysis.folding import batchnorm_scale
 from circuitatlas.analysis.hooks import capture
 from circuitatlas.errors import InvalidInput
@@ -56,7 +64,8 @@ def net() -> Net:
 
 
 def _values(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    with torch.no_grad(), capture(model, ["bn1", "block.bn2", "block.conv3", "block", "fc"], stop=False) as seen:
+    with torch.no_grad(), capture(model, ["bn1", "block.bn2", "block.conv3", "block", "fc"], stop=False,
+                                  copy=True) as seen:
         model(x)
     return {k: v.clone() for k, v in seen.items()}
 
@@ -112,7 +121,8 @@ def test_mean_ablation_uses_the_mean_map(net):
     graph = build_layer_graph(net, (3, 16, 16))
     probe = torch.rand(16, 3, 16, 16)
     means = mean_maps(net, graph, [("block", 4), ("conv1", 1)], probe)
-    with torch.no_grad(), capture(net, ["block", "bn1"], stop=False) as seen:
+    with torch.no_grad(), capture(net, ["block", "bn1"], stop=False,
+                                  copy=True) as seen:
         net(probe)
     np.testing.assert_allclose(means[("block", 4)], seen["block"][:, 4].mean(0).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(means[("conv1", 1)], seen["bn1"][:, 1].mean(0).numpy(), rtol=1e-5, atol=1e-6)
@@ -130,3 +140,67 @@ def test_edits_that_cannot_be_applied_say_why(net):
         edited_module(net, graph, EditSpec(replacements=[Replacement("block.conv2", 0, np.zeros((8, 3, 3)))]))
     with pytest.raises(InvalidInput, match="mode"):
         edited_module(net, graph, EditSpec(ablations=[Ablation("conv1", 0, "noise")]))
+
+
+def test_residual_edits_on_a_torchvision_resnet():
+    """On ResNet-18 (random init, BatchNorm statistics away from 0/1): removing the edge from a
+    block's last conv into its residual sum leaves that channel the shortcut alone; the shortcut
+    of a block without a downsample also feeds the next conv, so its edge into the sum is refused."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(num_classes=10)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    net.eval()
+    graph = build_layer_graph(net, (3, 64, 64))
+    assert graph.weight_layers["layer2.0"].kind == "add"
+    x = torch.rand(2, 3, 64, 64)
+    edited = edited_module(net, graph, EditSpec(edges=[EdgeEdit(("layer2.0.conv2", 5), ("layer2.0", 5), 0.0),
+                                                       EdgeEdit(("layer2.0.downsample.0", 7), ("layer2.0", 7), 2.0)]))
+    with torch.no_grad(), capture(net, ["layer2.0.bn2", "layer2.0.downsample", "layer2.0"], stop=False,
+                                  copy=True) as seen:
+        net(x)
+    with torch.no_grad(), capture(edited, ["layer2.0"], stop=False, copy=True) as after:
+        edited(x)
+    expected = seen["layer2.0"].clone()
+    expected[:, 5] = torch.relu(seen["layer2.0.downsample"][:, 5])
+    expected[:, 7] = torch.relu(seen["layer2.0.bn2"][:, 7] + 2.0 * seen["layer2.0.downsample"][:, 7])
+    torch.testing.assert_close(after["layer2.0"], expected, rtol=1e-4, atol=1e-5)
+    shortcut = next(src for src, _ in edges_into(graph.weight_layers["layer1.1"], 3) if src[0] != "layer1.1.conv2")
+    with pytest.raises(InvalidInput, match="also feeds"):
+        edited_module(net, graph, EditSpec(edges=[EdgeEdit(shortcut, ("layer1.1", 3), 0.0)]))
+
+
+def test_depthwise_edges_on_mobilenet():
+    """MobileNetV2's depthwise convs (groups = channels): an edge is the one input of its group."""
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(0)
+    net = mobilenet_v2(num_classes=10).eval()
+    graph = build_layer_graph(net, (3, 64, 64))
+    layer = "features.2.conv.1.0"  # depthwise 3x3 over 96 channels
+    weight = graph.weight_layers[layer]
+    assert weight.groups == weight.out_channels
+    (src, index), = edges_into(weight, 9)
+    assert index == 0
+    kernel = np.eye(3, dtype=np.float32)
+    edited = edited_module(net, graph, EditSpec(edges=[EdgeEdit(src, (layer, 9), kernel=kernel)]))
+    bn = net.get_submodule("features.2.conv.1.1")
+    with torch.no_grad(), capture(net, ["features.2.conv.0", bn_path := "features.2.conv.1.1"], stop=False,
+                                  copy=True) as seen:
+        net(x := torch.rand(2, 3, 64, 64))
+    with torch.no_grad(), capture(edited, [bn_path], stop=False, copy=True) as after:
+        edited(x)
+    inputs = seen["features.2.conv.0"][:, 9:10]
+    scale = batchnorm_scale(bn.running_var, bn.eps, bn.weight).detach()[9]
+    conv = net.get_submodule(layer)
+    old = F.conv2d(inputs, conv.weight[9:10], stride=conv.stride, padding=1)[:, 0]
+    new = F.conv2d(inputs, torch.from_numpy(kernel)[None, None], stride=conv.stride, padding=1)[:, 0]
+    torch.testing.assert_close(after[bn_path][:, 9], seen[bn_path][:, 9] - scale * old + new, rtol=1e-4, atol=1e-5)
+    others = [c for c in range(weight.out_channels) if c != 9]
+    torch.testing.assert_close(after[bn_path][:, others], seen[bn_path][:, others])

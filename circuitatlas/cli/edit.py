@@ -85,10 +85,11 @@ def create_cmd(obj: CliContext, model: str, name: str, ablate: str | None, ablat
 @click.option("--stimulus", default="curve", show_default=True, help="The rotated stimulus of the tuning curves.")
 @click.option("--radius", type=click.FloatRange(0, min_open=True), help="Curve radius (px).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Save the tuning curves before and after (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole effect as JSON.")
 @click.pass_obj
 def effect_cmd(obj: CliContext, model: str, name: str, images: str | None, limit: int | None, n_control: int,
-               stimulus: str, radius: float | None, seed: int, as_json: bool) -> None:
+               stimulus: str, radius: float | None, seed: int, plot: str | None, as_json: bool) -> None:
     """Measure and store what edit NAME of MODEL changes, against random edits of the same size."""
     from tqdm import tqdm
 
@@ -96,10 +97,14 @@ def effect_cmd(obj: CliContext, model: str, name: str, images: str | None, limit
     with tqdm(total=2 + n_control, file=sys.stderr, disable=None, desc="networks") as bar:
         result = obj.atlas.edit_effect(model, name, images, n_control=n_control, stimulus_params=params, seed=seed,
                                        limit=limit, progress=lambda _msg: bar.update())
+    if plot:
+        result.figure().save(plot)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json({**result.to_dict(), **({"plot": plot} if plot else {})})
         return
     click.echo(summary_lines(result.summary))
+    if plot:
+        click.echo(f"plot: {plot}")
     echo_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                  if k in ("unit", "mean_before", "mean_after", "top_before", "top_after", "echo_before", "echo_after")}
                 for row in result.units])

@@ -39,7 +39,7 @@ from circuitatlas.queries.viewer import motif as read_motif
 from circuitatlas.store import Store
 
 __all__ = ["EditEffect", "create_edit", "edit_spec", "edited_network", "effect", "faithfulness", "TOP_K",
-           "IMAGES_STORED", "summary_lines"]
+           "IMAGES_STORED", "summary_lines", "effect_figure"]
 
 TOP_K = 5  # classes compared per image
 IMAGES_STORED = 1000  # per-image rows kept in the stored effect (all are returned)
@@ -62,6 +62,11 @@ class EditEffect:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def figure(self, max_units: int = 16):
+        """The touched units' tuning curves before (black) and after (red) the edit, random
+        controls in grey, the echo angle dotted: a PIL image."""
+        return effect_figure(self, max_units)
 
 
 # -- the network and its layer graph --------------------------------------------------------------
@@ -244,7 +249,7 @@ def _activations(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: 
     acts, logits = [], []
     with torch.no_grad():
         for start in range(0, len(x), batch):
-            with capture(net, sorted(set(points.values())), stop=False) as seen:
+            with capture(net, sorted(set(points.values())), stop=False, copy=True) as seen:
                 out = net(x[start:start + batch])
             row = []
             for layer, c in units:
@@ -340,7 +345,8 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
             row.update(preferred_deg=preferred * 360.0 / _N_ANGLES, tuning_before=curve_b.tolist(),
                        tuning_after=curve_a.tolist(), echo_before=_echo(curve_b, preferred, peak),
                        echo_after=_echo(curve_a, preferred, peak),
-                       echo_control=[_echo(cn["tuning"][(layer, c)], preferred, peak) for cn in controls])
+                       echo_control=[_echo(cn["tuning"][(layer, c)], preferred, peak) for cn in controls],
+                       tuning_control=[cn["tuning"][(layer, c)].tolist() for cn in controls])
         unit_rows.append(row)
     image_rows = [{"image": paths[i] if paths else i, "top5_before": base["top"][i].tolist(),
                    "top5_after": after["top"][i].tolist(),
@@ -458,6 +464,24 @@ def _sweep(stimulus_params: dict, size: int) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
 
 
+def effect_figure(result: EditEffect, max_units: int = 16):
+    """See :meth:`EditEffect.figure`."""
+    from circuitatlas.analysis.plots import tuning_before_after
+
+    panels = [{"title": f"{u['unit']}  echo {_num(u['echo_before'])} -> {_num(u['echo_after'])}",
+               "before": u["tuning_before"], "after": u["tuning_after"], "controls": u.get("tuning_control", []),
+               "preferred": int(round(u["preferred_deg"] / 360.0 * len(u["tuning_before"])))}
+              for u in result.units if u.get("tuning_before")][:max_units]
+    if not panels:
+        raise InvalidInput("no touched unit has a tuning curve (units of vector layers have none)")
+    return tuning_before_after(panels, f"{result.model} edit {result.edit!r}: tuning before (black), after (red), "
+                                       "random controls (grey); dotted: preferred + 180 deg")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def summary_lines(s: dict) -> str:
     """An effect summary in words."""
     classes = ("; the network's output is a map, not classes" if "changed_top1" not in s else
@@ -467,6 +491,6 @@ def summary_lines(s: dict) -> str:
     for key, label in (("accuracy", "accuracy"), ("loss", "loss"), ("echo_mean", "echo"),
                        ("top_mean", "activation on top examples")):
         if key in s:
-            control = f", random control {s[key + '_control']:.4g}" if key + "_control" in s else ""
-            lines.append(f"{label}: {s[key + '_before']:.4g} -> {s[key]:.4g}{control}")
+            control = f" (random control {s[key + '_control']:.3g})" if key + "_control" in s else ""
+            lines.append(f"{label}: {s[key + '_before']:.3g} -> {s[key]:.3g}{control}")
     return "\n".join(lines)

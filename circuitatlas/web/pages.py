@@ -207,8 +207,19 @@ def neuron_page(store: Store, model: str, layer: str, channel: int, k: int = PAR
         "clusters": [{**c, "url": svd_url(model, c["analysis"])} for c in member["clusters"]],
         "analogues": [{**a, "url": neuron_url(a["uid"]), "featurevis_url": file_url(a.get("featurevis"))}
                       for a in member.get("analogues", [])],
+        "edits": _neuron_edits(store, uid),
         "circuit_url": circuit_url(model, units_of([uid])),
         "layer_url": layer_url(model, layer), "model_url": model_url(model)})
+
+
+def _neuron_edits(store: Store, uid: str) -> list[dict[str, Any]]:
+    """The stored edits that touch neuron ``uid``, each in a few words."""
+    from circuitatlas.queries.editing import neuron_edits
+
+    words = {"ABLATES": lambda r: f"ablated ({r['mode']})", "REPLACES": lambda r: "replaced by a hand-set unit",
+             "EDITS_EDGE": lambda r: (f"input from {r['src']} scaled by {r['factor']:g}" if r["factor"] is not None
+                                      else f"input from {r['src']} given a new kernel")}
+    return [{"name": r["name"], "what": words[r["how"]](r)} for r in neuron_edits(store, uid)]
 
 
 def _json_map(text: Any) -> dict[str, Any]:
