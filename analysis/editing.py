@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -95,12 +95,29 @@ def value_point(module: nn.Module, graph: LayerGraph, layer: str) -> str:
         raise InvalidInput(f"the network has no layer {layer!r}")
     weight = graph.weight_layers.get(layer)
     if weight is not None and weight.folded_bn:
-        return weight.folded_bn
+        return _called_once(graph, weight.folded_bn)
     names = dict(module.named_modules())
     if layer in names and layer != "":
-        return layer
-    raise InvalidInput(f"layer {layer!r} is computed inside a module's forward, not by a module: ablate the "
+        return _called_once(graph, layer) if layer in _calls(graph) else layer
+    raise InvalidInput(f"layer {layer!r} is computed inside a module's forward, not by a module: edit the "
                        f"units it sums, or the block whose output it is")
+
+
+def _calls(graph: LayerGraph) -> dict[str, int]:
+    """How often each leaf module is called in the traced network."""
+    counts: dict[str, int] = {}
+    for node in graph.graph_module.graph.nodes:
+        if node.op == "call_module":
+            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+    return counts
+
+
+def _called_once(graph: LayerGraph, path: str) -> str:
+    """``path`` when the network calls that module once (a hook on it then acts on one value)."""
+    if _calls(graph).get(path, 0) > 1:
+        raise InvalidInput(f"module {path!r} is called more than once in the network; a hook on it would edit "
+                           "every call")
+    return path
 
 
 def _channel_view(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -120,7 +137,7 @@ def mean_maps(module: nn.Module, graph: LayerGraph, units: Iterable[Source], ima
             with capture(module, sorted(set(points.values())), stop=False, copy=True) as seen:
                 module(images[start:start + batch])
             for point, value in seen.items():
-                value = _channel_view(value, module.get_submodule(point)).double().sum(0)
+                value = value.double().sum(0)  # capture gives channels first already
                 sums[point] = sums[point] + value if point in sums else value
     return {(layer, c): (sums[points[layer]][c] / len(images)).float().numpy() for layer, c in units}
 
@@ -192,30 +209,52 @@ def _edit_weights(root: nn.Module, graph: LayerGraph, layer: str, edges: list[Ed
             b = edge.dst[1]
             for i in _input_index(weight, edge):
                 if edge.kernel is not None:
-                    kernel = np.asarray(edge.kernel, dtype=np.float64).reshape(raw.shape[2:])
-                    raw[b, i] = torch.from_numpy(kernel / (bn[b].item() * factors[b, i])).to(raw.dtype)
+                    kernel = _checked_kernel(edge.kernel, tuple(raw.shape[2:]), f"{edge.src} -> {edge.dst}")
+                    factor = bn[b].item() * factors[b, i]
+                    if factor == 0 or not np.isfinite(factor):
+                        raise InvalidInput(f"edge {edge.src[0]}:{edge.src[1]} -> {layer}:{b} carries a factor of "
+                                           f"{factor}; its kernel cannot be set")
+                    raw[b, i] = torch.from_numpy(kernel / factor).to(raw.dtype)
                 else:
-                    raw[b, i] *= float(edge.factor)
+                    raw[b, i] *= _finite(edge.factor, "factor")
         for rep in replacements:
             b = rep.channel
-            kernel = np.asarray(rep.kernel, dtype=np.float64)
-            if kernel.shape != tuple(raw.shape[1:]):
-                raise InvalidInput(f"replacement kernel for {layer}:{b} has shape {kernel.shape}, the unit's "
-                                   f"inputs are {tuple(raw.shape[1:])}")
+            kernel = _checked_kernel(rep.kernel, tuple(raw.shape[1:]), f"replacement of {layer}:{b}")
+            if np.any(factors[b] == 0):
+                raise InvalidInput(f"an input of {layer}:{b} carries a factor of 0; it cannot be replaced")
             raw[b] = torch.from_numpy(kernel / factors[b].reshape(-1, 1, 1)).to(raw.dtype)
-            if weight.folded_bn:  # the BatchNorm row becomes the identity plus the new bias
-                bnm = root.get_submodule(weight.folded_bn)
+            bias = _finite(rep.bias, "bias")
+            bnm = root.get_submodule(weight.folded_bn) if weight.folded_bn else None
+            if bnm is not None:  # the BatchNorm row becomes the identity
                 bnm.running_mean[b], bnm.running_var[b] = 0.0, 1.0 - bnm.eps
                 if bnm.affine:
-                    bnm.weight[b], bnm.bias[b] = 1.0, float(rep.bias)
-                if module.bias is not None:
-                    module.bias[b] = 0.0
-                elif not bnm.affine:
-                    raise InvalidInput(f"{layer}:{b} has no bias to set (no conv bias, no affine BatchNorm)")
-            elif module.bias is not None:
-                module.bias[b] = float(rep.bias)
-            elif rep.bias:
-                raise InvalidInput(f"{layer}:{b} has no bias parameter; give bias 0")
+                    bnm.weight[b], bnm.bias[b] = 1.0, 0.0
+            if module.bias is not None:  # the new bias goes where there is one
+                module.bias[b] = bias
+            elif bnm is not None and bnm.affine:
+                bnm.bias[b] = bias
+            elif bias:
+                raise InvalidInput(f"{layer}:{b} has no bias to set (no conv bias, no affine BatchNorm); give bias 0")
+
+
+def _checked_kernel(kernel: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``kernel`` as float64 of ``shape`` with finite values; InvalidInput otherwise."""
+    array = np.asarray(kernel, dtype=np.float64)
+    if array.shape != shape:
+        raise InvalidInput(f"{what}: the kernel has shape {array.shape}, the weights there are {shape}")
+    if not np.all(np.isfinite(array)):
+        raise InvalidInput(f"{what}: the kernel holds values that are not finite")
+    return array
+
+
+def _finite(value: float | None, what: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} must be a number, not {value!r}") from None
+    if not np.isfinite(number):
+        raise InvalidInput(f"{what} must be finite, not {value!r}")
+    return number
 
 
 def _summand_point(graph: LayerGraph, root: nn.Module, layer: str, operand: int) -> str:
@@ -233,7 +272,7 @@ def _summand_point(graph: LayerGraph, root: nn.Module, layer: str, operand: int)
     if arg.op != "call_module" or len(arg.users) != 1:
         raise InvalidInput(f"summand {operand} of {layer!r} ({arg.name}) also feeds other ops or is not a "
                            "module's output: scaling it into the sum alone is not supported")
-    return str(arg.target)
+    return _called_once(graph, str(arg.target))
 
 
 def _sum_edits(root: nn.Module, graph: LayerGraph, layer: str, edges: list[EdgeEdit]) -> dict[str, np.ndarray]:
@@ -247,8 +286,8 @@ def _sum_edits(root: nn.Module, graph: LayerGraph, layer: str, edges: list[EdgeE
                 continue
             point = _summand_point(graph, root, layer, k)
             old = float(weight.weight[c, k, 0, 0])
-            factor = float(edge.factor) if edge.kernel is None else (
-                float(np.asarray(edge.kernel).reshape(-1)[0]) / old if old else np.nan)
+            factor = _finite(edge.factor, "factor") if edge.kernel is None else (
+                float(_checked_kernel(edge.kernel, (1, 1), f"{edge.src} -> {edge.dst}")[0, 0]) / old if old else np.nan)
             if not np.isfinite(factor):
                 raise InvalidInput(f"edge {src[0]}:{src[1]} -> {layer}:{c} carries 0; it cannot be set by scaling")
             scales.setdefault(point, np.ones(weight.out_channels))[c] *= factor
@@ -304,42 +343,53 @@ def edited_module(module: nn.Module, graph: LayerGraph, spec: EditSpec) -> nn.Mo
     return root
 
 
-def random_like(spec: EditSpec, graph: LayerGraph, rng: np.random.Generator,
-                exclude: Sequence[Source] = ()) -> EditSpec:
-    """An edit of the same size on random units and edges of the same layers, drawn from all of
-    them (the edit's own may be drawn too), without repeats: each ablation on a random unit of
-    its layer (same mode, the unit's mean map left to the caller), each edge edit on a random
-    direct edge from the same source layer into the same layer (a kernel set becomes a removal),
-    each replacement's kernel on a random unit of its layer."""
-    taken = set(exclude)
+def random_like(spec: EditSpec, graph: LayerGraph, rng: np.random.Generator) -> EditSpec:
+    """An edit of the same size on random units and edges of the same layers, without repeats
+    and, where enough remain, none of the edit's own: each ablation on a random unit of its layer
+    (same mode; the unit's mean map is left to the caller), each edge edit on a random direct
+    edge from the same source layer into the same layer (same factor, or the same kernel), each
+    replacement's kernel on a random unit of its layer."""
     out = EditSpec()
+    own = set(spec.units())
+    per_layer: dict[str, int] = {}
+    for layer in [a.layer for a in spec.ablations] + [r.layer for r in spec.replacements]:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    taken: set[Source] = set()
     for ab in spec.ablations:
-        c = _pick(graph.layers[ab.layer].channels, ab.layer, taken, rng)
+        c = _pick(graph.layers[ab.layer].channels, ab.layer, taken, own, per_layer[ab.layer], rng)
         out.ablations.append(Ablation(ab.layer, c, ab.mode))
     for rep in spec.replacements:
-        c = _pick(graph.layers[rep.layer].channels, rep.layer, taken, rng)
+        c = _pick(graph.layers[rep.layer].channels, rep.layer, taken, own, per_layer[rep.layer], rng)
         out.replacements.append(Replacement(rep.layer, c, rep.kernel, rep.bias))
-    chosen: set[tuple[Source, Source]] = set()
-    for edge in spec.edges:
-        weight = graph.weight_layers[edge.dst[0]]
-        for _ in range(1000):
-            b = int(rng.integers(weight.out_channels))
-            options = [(src, i) for src, i in edges_into(weight, b)
-                       if np.abs(weight.weight[b, i]).sum() > 0 and src[0] == edge.src[0]]
-            if not options:
-                continue
-            src, _i = options[int(rng.integers(len(options)))]
-            if (src, (edge.dst[0], b)) not in chosen:
-                break
-        else:
-            raise InvalidInput(f"too few edges into {edge.dst[0]!r} for a random control")
-        chosen.add((src, (edge.dst[0], b)))
-        out.edges.append(EdgeEdit(src, (edge.dst[0], b), edge.factor if edge.kernel is None else 0.0))
+    edited = {(e.src, e.dst) for e in spec.edges}
+    for (dst_layer, src_layer), group in _edge_groups(spec.edges).items():
+        weight = graph.weight_layers[dst_layer]
+        pool = [(src, (dst_layer, b)) for b in range(weight.out_channels) for src, i in edges_into(weight, b)
+                if src[0] == src_layer and np.abs(weight.weight[b, i]).sum() > 0]
+        others = [pair for pair in pool if pair not in edited]
+        choices = others if len(others) >= len(group) else pool
+        if len(choices) < len(group):
+            raise InvalidInput(f"too few edges from {src_layer!r} into {dst_layer!r} for a random control")
+        for edge, index in zip(group, rng.choice(len(choices), len(group), replace=False)):
+            src, dst = choices[int(index)]
+            out.edges.append(EdgeEdit(src, dst, edge.factor, edge.kernel))
     return out
 
 
-def _pick(channels: int, layer: str, taken: set[Source], rng: np.random.Generator) -> int:
+def _edge_groups(edges: list[EdgeEdit]) -> dict[tuple[str, str], list[EdgeEdit]]:
+    groups: dict[tuple[str, str], list[EdgeEdit]] = {}
+    for edge in edges:
+        groups.setdefault((edge.dst[0], edge.src[0]), []).append(edge)
+    return groups
+
+
+def _pick(channels: int, layer: str, taken: set[Source], own: set[Source], needed: int,
+          rng: np.random.Generator) -> int:
+    """A random unit of ``layer`` not drawn yet, outside the edit's own when ``needed`` of them remain."""
     free = [c for c in range(channels) if (layer, c) not in taken]
+    outside = [c for c in free if (layer, c) not in own]
+    if len([c for c in range(channels) if (layer, c) not in own]) >= needed:
+        free = outside
     if not free:
         raise InvalidInput(f"layer {layer!r} has no units left for a random control")
     c = int(free[int(rng.integers(len(free)))])

@@ -40,7 +40,7 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True,
             # a Linear over (N, H, W, C) (ConvNeXt's pointwise MLPs) has its channels last: read
             # channels first, as the graph stores the layer
             channels_last = isinstance(module, nn.Linear) and output.dim() == 4
-            output = output.detach().clone() if copy else output
+            output = output.clone() if copy else output  # clone keeps the autograd graph (renders need it)
             store[name] = output.permute(0, 3, 1, 2) if channels_last else output
             if stop and len(store) == len(modules):
                 raise _Stop

@@ -313,17 +313,21 @@ class Atlas(Closing):
                                    replace=replace, replace_from=replace_from, params=params,
                                    description=description, module=module)
 
-    def edit_effect(self, model: str, name: str, images: str | Path | None = None, *, n_control: int = 3,
-                    stimulus_params: dict | None = None, seed: int = 0, limit: int | None = None,
-                    module: nn.Module | None = None, progress: Callable[[str], None] | None = None) -> EditEffect:
+    def edit_effect(self, model: str, name: str, images: str | Path | None = None, *, n_control: int = 5,
+                    stimulus_params: dict | None = None, seed: int = 0, k: int = 9, downstream: int = 16,
+                    limit: int | None = None, module: nn.Module | None = None,
+                    progress: Callable[[str], None] | None = None) -> EditEffect:
         """Measure and store what edit ``name`` changes (:class:`~circuitatlas.jobs.editing.EditEffect`):
-        per affected unit the tuning before and after (``stimulus_params``, default a curve) with
-        the echo at preferred + 180 degrees and its activation on ``images`` (or the stimulus
-        battery) and on its top examples; per image the top-5 classes before and after, accuracy
-        and loss when subfolders are class indices; the same under ``n_control`` random edits of
-        the same size. Stored on the Edit as ``effect`` (JSON) and ``effect_summary``."""
+        per unit read (edge targets, replaced and ablated units, and the ``downstream`` units the
+        ablated ones feed most) the tuning before and after (``stimulus_params``, default a curve)
+        with the echo at preferred + 180 degrees and its activation on ``images`` (or the stimulus
+        battery) and on its top ``k`` examples; per image the top-5 classes before and after,
+        accuracy and loss when subfolders are class indices; the same under ``n_control`` random
+        edits of the same size (mean and range in the summary). Stored on the Edit as ``effect``
+        (JSON) and ``effect_summary``; ``.figure()`` draws the tuning curves."""
         return editing.effect(self.store, model, name, images, stimulus_params=stimulus_params,
-                              n_control=n_control, seed=seed, limit=limit, module=module, progress=progress)
+                              n_control=n_control, seed=seed, k=k, downstream=downstream, limit=limit,
+                              module=module, progress=progress)
 
     def edits(self, model: str) -> list[dict[str, Any]]:
         """The model's stored edits with what each touches and its effect summary."""

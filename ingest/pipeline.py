@@ -58,7 +58,7 @@ def ingest(store: Store, source: str | nn.Module, name: str, job: IngestJob = In
     meta = {"arch": loaded.arch, "source": loaded.source, "weights": loaded.weights}
     write = WriteJob(name, graph, meta, job.edges, edge_blocks_for(graph), progress)
     path = choose_path(store, write, job.mode, job.bulk)
-    props: dict = {"ingest_path": path, "weights_sha256": fingerprint}
+    props: dict = {"ingest_path": path, "weights_sha256": fingerprint, "lenient": job.lenient}
     if path == "bulk":
         timings = bulk_write_model(store, write)
         props.update({f"bulk_{key}": value for key, value in timings.items()})

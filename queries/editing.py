@@ -16,6 +16,7 @@ __all__ = ["check_predicate", "edges_where", "units_where", "create_edit", "read
            "store_effect", "delete_edit", "store_faithfulness", "neuron_edits", "PREDICATE_TIMEOUT"]
 
 PREDICATE_TIMEOUT = 60.0  # seconds for one selection query
+MAX_SELECTED = 200_000  # rows one predicate may select: an edit is one transaction
 _OPEN, _CLOSE = "([{", ")]}"
 
 
@@ -28,7 +29,13 @@ def check_predicate(predicate: str) -> str:
     depth, quote, i = [], None, 0
     while i < len(predicate):
         ch = predicate[i]
-        if quote:
+        if quote == "`":  # a quoted name: only a doubled backtick escapes
+            if ch == "`":
+                if predicate.startswith("``", i):
+                    i += 1
+                else:
+                    quote = None
+        elif quote:  # a string: a backslash escapes the next character
             if ch == "\\":
                 i += 1
             elif ch == quote:
@@ -54,7 +61,11 @@ def _select(store: Store, template: str, model: str, predicate: str, params: dic
     reserved = sorted(set(params) & {"model"})
     if reserved:
         raise InvalidInput(f"parameter name {reserved[0]!r} is reserved")
-    return store.query_read_only(query, {**params, "model": model}, timeout=PREDICATE_TIMEOUT)
+    rows = store.query_read_only(query, {**params, "model": model}, limit=MAX_SELECTED + 1, timeout=PREDICATE_TIMEOUT)
+    if len(rows) > MAX_SELECTED:
+        raise InvalidInput(f"the predicate selects more than {MAX_SELECTED:,} rows; narrow it (an edit is written "
+                           "in one transaction)")
+    return rows
 
 
 def edges_where(store: Store, model: str, predicate: str, **params: Any) -> list[dict[str, Any]]:

@@ -204,3 +204,71 @@ def test_depthwise_edges_on_mobilenet():
     torch.testing.assert_close(after[bn_path][:, 9], seen[bn_path][:, 9] - scale * old + new, rtol=1e-4, atol=1e-5)
     others = [c for c in range(weight.out_channels) if c != 9]
     torch.testing.assert_close(after[bn_path][:, others], seen[bn_path][:, others])
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style block: a pointwise Linear over (N, H, W, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.pw = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_channels_last_units_are_read_and_ablated_channels_first():
+    torch.manual_seed(1)
+    net = ChannelsLast().eval()
+    graph = build_layer_graph(net, (3, 8, 12), observation_layers=["conv"])  # H != W: a transposed map fails
+    probe = torch.rand(5, 3, 8, 12)
+    means = mean_maps(net, graph, [("pw", 4)], probe)
+    with torch.no_grad():
+        expected = net(probe)[:, 4].mean(0)
+    assert means[("pw", 4)].shape == (8, 12)
+    np.testing.assert_allclose(means[("pw", 4)], expected.numpy(), rtol=1e-5, atol=1e-6)
+    edited = edited_module(net, graph, EditSpec(ablations=[Ablation("pw", 4, "mean", means[("pw", 4)]),
+                                                           Ablation("pw", 1)]))
+    x = torch.rand(2, 3, 8, 12)
+    with torch.no_grad():
+        before, after = net(x), edited(x)
+    assert torch.all(after[:, 1] == 0)
+    torch.testing.assert_close(after[:, 4], expected.expand(2, 8, 12))
+    torch.testing.assert_close(after[:, [0, 2, 3]], before[:, [0, 2, 3]])
+
+
+def test_replacement_bias_lands_without_an_affine_batchnorm():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4, affine=False), nn.ReLU()).eval()
+    net[1].running_mean.uniform_(-0.5, 0.5)
+    net[1].running_var.uniform_(0.5, 2.0)
+    graph = build_layer_graph(net, (3, 10, 10))
+    assert graph.weight_layers["0"].folded_bn == "1"
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 3))
+    edited = edited_module(net, graph, EditSpec(replacements=[Replacement("0", 2, kernel, bias=0.7)]))
+    x = torch.rand(2, 3, 10, 10)
+    with torch.no_grad(), capture(edited, ["1"], stop=False, copy=True) as seen:
+        edited(x)
+    expected = F.conv2d(x, torch.from_numpy(kernel).float()[None], padding=1)[:, 0] + 0.7
+    torch.testing.assert_close(seen["1"][:, 2], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_module_called_twice_is_not_hooked():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+            self.other = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.other(self.bn(self.conv(x))) + self.bn(x)
+
+    net = Twice().eval()
+    try:
+        graph = build_layer_graph(net, (3, 8, 8), lenient=True)
+    except Exception:  # a tracer that refuses the shared BatchNorm outright is as good
+        return
+    with pytest.raises(InvalidInput, match="more than once"):
+        edited_module(net, graph, EditSpec(ablations=[Ablation("conv", 0)]))

@@ -80,7 +80,7 @@ def create_cmd(obj: CliContext, model: str, name: str, ablate: str | None, ablat
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
               help="Images (subfolders named by class index make them labelled: accuracy and loss).")
 @click.option("--limit", type=click.IntRange(1), help="At most this many images.")
-@click.option("--control", "n_control", default=3, show_default=True, type=click.IntRange(0, 100),
+@click.option("--control", "n_control", default=5, show_default=True, type=click.IntRange(0, 100),
               help="Random edits of the same size to compare with.")
 @click.option("--stimulus", default="curve", show_default=True, help="The rotated stimulus of the tuning curves.")
 @click.option("--radius", type=click.FloatRange(0, min_open=True), help="Curve radius (px).")
@@ -94,7 +94,7 @@ def effect_cmd(obj: CliContext, model: str, name: str, images: str | None, limit
     from tqdm import tqdm
 
     params = {"stimulus": stimulus, **({"radius": radius} if radius else {})}
-    with tqdm(total=2 + n_control, file=sys.stderr, disable=None, desc="networks") as bar:
+    with tqdm(total=2 + n_control, file=sys.stderr, disable=None, desc="networks measured") as bar:
         result = obj.atlas.edit_effect(model, name, images, n_control=n_control, stimulus_params=params, seed=seed,
                                        limit=limit, progress=lambda _msg: bar.update())
     if plot:

@@ -20,6 +20,7 @@ from circuitatlas.analysis.editing import (
     EdgeEdit,
     EditSpec,
     Replacement,
+    edges_into,
     edited_module,
     mean_maps,
     random_like,
@@ -34,7 +35,7 @@ from circuitatlas.ingest.layergraph import build_layer_graph
 from circuitatlas.jobs.network import network
 from circuitatlas.queries import aliases
 from circuitatlas.queries import editing as stored
-from circuitatlas.queries.models import input_size, model_meta
+from circuitatlas.queries.models import input_size, model_layers, model_meta
 from circuitatlas.queries.viewer import motif as read_motif
 from circuitatlas.store import Store
 
@@ -71,8 +72,11 @@ class EditEffect:
 
 # -- the network and its layer graph --------------------------------------------------------------
 def _graph(store: Store, model: str, module: nn.Module) -> LayerGraph:
+    """The network's layer graph as ingest built it (its input size and observation layers)."""
     meta = model_meta(store, model)
-    return build_layer_graph(module, tuple(meta.get("input_size") or (3, 64, 64)))
+    observed = [layer["name"] for layer in model_layers(store, model, observed=True)]
+    return build_layer_graph(module, tuple(meta.get("input_size") or (3, 64, 64)), observation_layers=observed,
+                             lenient=bool(meta.get("lenient")))
 
 
 def _probe_images(store: Store, model: str, images: str | Path | np.ndarray | None,
@@ -145,6 +149,8 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
                     [EdgeEdit(s, d, None if k is not None else scale, k) for s, d, k in _unique(pairs)],
                     [Replacement(layer, c, k, b) for (layer, c), (k, b, _) in sorted(reps.items())])
     edited_module(net, graph, spec)  # every part applies, or a one-line error before anything is stored
+    for layer, _ in spec.units():  # and every unit it touches can be read for its effect
+        value_point(net, graph, layer)
     neuron = lambda layer, c: names.neuron_uid(model, layer, c)  # noqa: E731
     props = {"description": description, "mode": mode if units else None, "probe": probe,
              "arch": meta.get("arch"), "weights_sha256": meta.get("weights_sha256")}
@@ -253,10 +259,7 @@ def _activations(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: 
                 out = net(x[start:start + batch])
             row = []
             for layer, c in units:
-                value = seen[points[layer]]
-                value = value.movedim(-1, 1) if value.dim() == 4 and isinstance(
-                    net.get_submodule(points[layer]), nn.Linear) else value
-                v = value[:, c]
+                v = seen[points[layer]][:, c]  # capture gives channels first already
                 row.append(v.flatten(1).amax(1) if v.dim() > 1 else v)
             acts.append(torch.stack(row, 1) if row else torch.zeros(len(out), 0))
             logits.append(out if out.dim() == 2 else out[:, :0].flatten(1))  # a map out: no classes
@@ -290,17 +293,48 @@ def _outcome(logits: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
 def _measure(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: torch.Tensor, labels: np.ndarray | None,
              size: int, stimulus_params: dict, tune: bool) -> dict[str, Any]:
     acts, logits = _activations(net, graph, units, x)
-    return {"acts": acts, **_outcome(logits, labels),
+    return {"acts": acts, "units": list(units), **_outcome(logits, labels),
             "tuning": _tuning(net, graph, units, size, stimulus_params) if tune else {}}
 
 
+def _roles(spec: EditSpec, graph: LayerGraph, net: nn.Module, downstream: int) -> dict[Source, str]:
+    """The units an effect reads, with why: ``edge target``, ``replaced``, ``ablated`` and, for
+    ablations, the ``downstream`` units they feed most (total |kernel| from the ablated units)."""
+    roles: dict[Source, str] = {e.dst: "edge target" for e in spec.edges}
+    roles.update({(r.layer, r.channel): "replaced" for r in spec.replacements})
+    ablated = {(a.layer, a.channel) for a in spec.ablations}
+    roles.update({u: "ablated" for u in ablated})
+    fed: dict[Source, float] = {}
+    layers = {layer for layer, _ in ablated}
+    for name, weight in graph.weight_layers.items():
+        if not any(src[0] in layers for sources in weight.sources for src in sources):
+            continue
+        for b in range(weight.out_channels):
+            total = sum(float(np.abs(weight.weight[b, i]).sum()) for src, i in edges_into(weight, b) if src in ablated)
+            if total > 0 and (name, b) not in roles:
+                fed[(name, b)] = total
+    for unit in sorted(fed, key=fed.get, reverse=True):
+        if sum(role == "downstream" for role in roles.values()) >= downstream:
+            break
+        try:
+            value_point(net, graph, unit[0])
+        except InvalidInput:  # a sum inside a forward: no module output to read it at
+            continue
+        roles[unit] = "downstream"
+    return roles
+
+
 def effect(store: Store, model: str, name: str, images: str | Path | None = None, *,
-           stimulus_params: dict | None = None, n_control: int = 3, seed: int = 0, k: int = 9,
-           limit: int | None = None, module: nn.Module | None = None,
+           stimulus_params: dict | None = None, n_control: int = 5, seed: int = 0, k: int = 9,
+           downstream: int = 16, limit: int | None = None, module: nn.Module | None = None,
            progress: Callable[[str], None] | None = None) -> EditEffect:
     """Measure edit ``name`` (see :class:`EditEffect`) on ``images`` (a folder; its subfolders
     named by class index make them labelled) or the stimulus battery, against ``n_control``
-    random edits of the same size (same layers, modes and factors), and store it on the edit."""
+    random edits of the same size (same layers, modes, factors and kernels; the edit's own units
+    and edges left out where enough others remain), and store it on the edit. The units read are
+    the edges' targets, the replaced units, the ablated units and the ``downstream`` units the
+    ablated ones feed most; the summary's means leave the ablated units out (their own response
+    is what the ablation set)."""
     if int(n_control) < 0:
         raise InvalidInput(f"n_control must be 0 or more, not {n_control!r}")
     spec = edit_spec(store, model, name)
@@ -310,7 +344,8 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
     size = input_size(model_meta(store, model))
     x, paths, probe_name = _probe_images(store, model, images, limit)
     labels = _labels(paths, probe_name) if paths else None
-    units = spec.units()
+    roles = _roles(spec, graph, net, int(downstream))
+    units = sorted(roles)
     stimulus_params = dict(stimulus_params or {})
     note = progress or (lambda _msg: None)
     note("measuring the network as it is")
@@ -323,15 +358,17 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
         note(f"control {i + 1} of {n_control}")
         draw = random_like(spec, graph, rng)
         if any(a.mode == "mean" for a in draw.ablations):  # the control's units' own means, same probe set
-            px, _, _ = _probe_images(store, model, None if edit_row.get("probe") in (None, "battery", "array")
-                                     else edit_row["probe"])
+            probe = edit_row.get("probe")
+            px = x if probe == "array" else _probe_images(store, model, None if probe in (None, "battery")
+                                                          else probe)[0]
             means = mean_maps(net, graph, [(a.layer, a.channel) for a in draw.ablations], px)
             draw.ablations = [Ablation(a.layer, a.channel, a.mode, means[(a.layer, a.channel)]) for a in draw.ablations]
         controls.append(_measure(edited_module(net, graph, draw), graph, units, x, labels, size, stimulus_params, True))
 
     unit_rows = []
     for j, (layer, c) in enumerate(units):
-        row: dict[str, Any] = {"unit": names.unit(layer, c), "uid": names.neuron_uid(model, layer, c)}
+        row: dict[str, Any] = {"unit": names.unit(layer, c), "uid": names.neuron_uid(model, layer, c),
+                               "role": roles[(layer, c)]}
         before_acts, after_acts = base["acts"][:, j], after["acts"][:, j]
         top = np.argsort(-before_acts)[:k]
         row.update(mean_before=float(before_acts.mean()), mean_after=float(after_acts.mean()),
@@ -352,21 +389,24 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
                    "top5_after": after["top"][i].tolist(),
                    **({"label": int(labels[i])} if labels is not None else {})}
                   for i in range(len(x))] if "top" in base else []
-    control_rows = [_summary_of(cn, base, units) for cn in controls]
+    read = [j for j, u in enumerate(units) if roles[u] != "ablated"]
+    control_rows = [_summary_of(cn, base, read, k) for cn in controls]
     summary = {"images": len(x), "probe": probe_name, "units": len(units), "n_control": int(n_control),
-               **_summary_of(after, base, units, unit_rows)}
+               "touched": len(spec.units()), "read": len(read), **_summary_of(after, base, read, k)}
     if control_rows:
         for key in ("changed_top1", "accuracy", "loss", "echo_mean", "top_mean"):
             values = [row[key] for row in control_rows if row.get(key) is not None]
             if values:
                 summary[f"{key}_control"] = float(np.mean(values))
+                summary[f"{key}_control_range"] = [float(min(values)), float(max(values))]
     result = EditEffect(model, name, unit_rows, image_rows, summary, control_rows)
     stored.store_effect(store, model, name, {**result.to_dict(), "images": image_rows[:IMAGES_STORED]}, summary)
     return result
 
 
-def _summary_of(measured: dict, base: dict, units: Sequence[Source], unit_rows: list[dict] | None = None
-                ) -> dict[str, Any]:
+def _summary_of(measured: dict, base: dict, read: Sequence[int], k: int) -> dict[str, Any]:
+    """Top-1 changes, accuracy and loss, and over the read units (indices into the measured
+    units) the mean echo and the mean activation on each unit's top ``k`` examples."""
     out: dict[str, Any] = {}
     if "top" in base:
         out["changed_top1"] = float((measured["top"][:, 0] != base["top"][:, 0]).mean())
@@ -374,18 +414,22 @@ def _summary_of(measured: dict, base: dict, units: Sequence[Source], unit_rows: 
         if key in base:
             out[f"{key}_before"], out[key] = base[key], measured[key]
     echoes = []
-    for unit, curve in measured["tuning"].items():
-        preferred = int(np.argmax(base["tuning"][unit]))
-        peak = float(base["tuning"][unit][preferred])
-        pair = (_echo(base["tuning"][unit], preferred, peak), _echo(curve, preferred, peak))
+    for j in read:
+        unit = measured["units"][j]
+        if unit not in measured["tuning"]:
+            continue
+        curve_b = base["tuning"][unit]
+        preferred = int(np.argmax(curve_b))
+        peak = float(curve_b[preferred])
+        pair = (_echo(curve_b, preferred, peak), _echo(measured["tuning"][unit], preferred, peak))
         if None not in pair:
             echoes.append(pair)
     if echoes:
         out["echo_mean_before"], out["echo_mean"] = (float(np.mean(v)) for v in zip(*echoes))
-    if len(units):
-        top = [np.argsort(-base["acts"][:, j])[:9] for j in range(len(units))]
-        out["top_mean_before"] = float(np.mean([base["acts"][t, j].mean() for j, t in enumerate(top)]))
-        out["top_mean"] = float(np.mean([measured["acts"][t, j].mean() for j, t in enumerate(top)]))
+    if len(read):
+        top = {j: np.argsort(-base["acts"][:, j])[:k] for j in read}
+        out["top_mean_before"] = float(np.mean([base["acts"][t, j].mean() for j, t in top.items()]))
+        out["top_mean"] = float(np.mean([measured["acts"][t, j].mean() for j, t in top.items()]))
     return out
 
 
@@ -397,10 +441,11 @@ def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *
     """How much of the targets' activation a circuit carries: keep ``units`` (or a stored
     ``motif``'s members before its last layer), mean-ablate every other unit of their layers (or
     of ``layers``), and read each target (default: the units, or the motif's members, in the
-    deepest layer) on its top ``k`` probe images and its preferred stimuli. Per target,
-    ``(kept - none) / (full - none)``: 1 when the kept units carry it all, 0 when they carry no
-    more than their means (``none``: every unit of those layers mean-ablated). Stored on the motif
-    as ``faithfulness``."""
+    deepest layer) on its top ``k`` probe images and its preferred stimuli. Per target and image
+    set, ``sum(kept - none) / sum(full - none)`` over the images: 1 when the kept units carry it
+    all, 0 when they carry no more than their means (``none``: every unit of those layers
+    mean-ablated); ``faithfulness`` is the median over targets and sets (``faithfulness_mean``
+    beside it). Stored on the motif as ``faithfulness``."""
     net = network(store, model, module)
     graph = _graph(store, model, net)
     if motif is not None:
@@ -441,12 +486,15 @@ def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *
         preferred = len(x) + np.argsort(-full[len(x):])[:3]  # the sweep angles it likes most
         row = {"unit": names.unit(*unit)}
         for label, idx in (("top_examples", top), ("preferred_stimuli", preferred)):
-            f, kk, nn_ = (acts[v][idx, j].mean() for v in ("full", "kept", "none"))
-            row[label] = float((kk - nn_) / (f - nn_)) if abs(f - nn_) > 1e-9 else None
-            row[f"{label}_kept_raw"] = float(kk / f) if abs(f) > 1e-12 else None
+            f, kk, nn_ = (acts[v][idx, j] for v in ("full", "kept", "none"))
+            span = float((f - nn_).sum())  # pooled over the images: one image near its mean cannot dominate
+            scale = float(np.abs(f).sum()) + float(np.abs(nn_).sum())
+            row[label] = float((kk - nn_).sum()) / span if abs(span) > 1e-6 * max(scale, 1e-12) else None
+            row[f"{label}_kept_raw"] = float(kk.sum() / f.sum()) if abs(float(f.sum())) > 1e-12 else None
         rows.append(row)
     scores = [v for r in rows for v in (r["top_examples"], r["preferred_stimuli"]) if v is not None]
-    result = {"faithfulness": float(np.mean(scores)) if scores else None, "targets": rows,
+    result = {"faithfulness": float(np.median(scores)) if scores else None,
+              "faithfulness_mean": float(np.mean(scores)) if scores else None, "targets": rows,
               "kept": [names.unit(*u) for u in kept], "ablated_layers": ablate_layers,
               "ablated_units": len(others), "probe": probe_name, "motif": motif}
     if motif is not None and result["faithfulness"] is not None:
@@ -468,10 +516,11 @@ def effect_figure(result: EditEffect, max_units: int = 16):
     """See :meth:`EditEffect.figure`."""
     from circuitatlas.analysis.plots import tuning_before_after
 
-    panels = [{"title": f"{u['unit']}  echo {_num(u['echo_before'])} -> {_num(u['echo_after'])}",
+    shown = sorted((u for u in result.units if u.get("tuning_before")), key=lambda u: u["role"] == "ablated")
+    panels = [{"title": f"{u['unit']} ({u['role']}) echo {_num(u['echo_before'])} -> {_num(u['echo_after'])}",
                "before": u["tuning_before"], "after": u["tuning_after"], "controls": u.get("tuning_control", []),
                "preferred": int(round(u["preferred_deg"] / 360.0 * len(u["tuning_before"])))}
-              for u in result.units if u.get("tuning_before")][:max_units]
+              for u in shown][:max_units]
     if not panels:
         raise InvalidInput("no touched unit has a tuning curve (units of vector layers have none)")
     return tuning_before_after(panels, f"{result.model} edit {result.edit!r}: tuning before (black), after (red), "
@@ -491,6 +540,8 @@ def summary_lines(s: dict) -> str:
     for key, label in (("accuracy", "accuracy"), ("loss", "loss"), ("echo_mean", "echo"),
                        ("top_mean", "activation on top examples")):
         if key in s:
-            control = f" (random control {s[key + '_control']:.3g})" if key + "_control" in s else ""
+            spread = s.get(key + "_control_range")
+            control = (f" (random controls: mean {s[key + '_control']:.3g}, range {spread[0]:.3g} to "
+                       f"{spread[1]:.3g})" if spread else "")
             lines.append(f"{label}: {s[key + '_before']:.3g} -> {s[key]:.3g}{control}")
     return "\n".join(lines)
