@@ -156,4 +156,4 @@ def faithfulness_cmd(obj: CliContext, model: str, motif: str | None, units: str 
     score = result["faithfulness"]
     click.echo(f"faithfulness {'n/a' if score is None else f'{score:.3f}'}: {len(result['kept'])} units kept, "
                f"{result['ablated_units']} mean-ablated in {', '.join(result['ablated_layers'])}")
-    echo_table(result["targets"])
+    echo_table([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in result["targets"]])
