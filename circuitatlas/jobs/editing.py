@@ -112,7 +112,10 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
     meta = model_meta(store, model)
     if store.read(stored.cypher.EDIT_EXISTS, uid=uid):
         raise InvalidInput(f"model {model!r} already has an edit {name!r}; delete it first or choose another name")
-    scale = float(scale)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"scale must be a number, not {scale!r}") from None
     if not np.isfinite(scale):
         raise InvalidInput(f"scale must be a finite number, not {scale!r}")
     params = dict(params or {})
@@ -132,8 +135,14 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
                   for r in stored.edges_where(store, model, edges_where, **params)]
     net = network(store, model, module)
     graph = _graph(store, model, net)
-    reps = {_unit(store, model, u): (np.asarray(k, np.float64), float(b), "arrays") for u, (k, b) in
-            (replace or {}).items()}
+    reps = {}
+    for unit, given in (replace or {}).items():
+        if not isinstance(given, (tuple, list)) or len(given) != 2:
+            raise InvalidInput(f"replace[{unit!r}] is (kernel, bias), not {type(given).__name__}")
+        try:
+            reps[_unit(store, model, unit)] = (np.asarray(given[0], np.float64), float(given[1]), "arrays")
+        except (TypeError, ValueError):
+            raise InvalidInput(f"replace[{unit!r}]: the kernel must be numbers and the bias a number") from None
     for target, source in (replace_from or {}).items():
         reps[_unit(store, model, target)] = _unit_from(store, source)
     if not units and not pairs and not reps:
