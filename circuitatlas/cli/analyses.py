@@ -149,7 +149,7 @@ def annotate_examples_cmd(obj: CliContext, model: str, layer: str, images: str, 
 @click.option("--diversity", default=0, show_default=True, type=click.IntRange(min=0, max=64),
               help="Also render N differing images per unit (0: none).")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--chunk", type=COUNT, help="Channels per batch (default: 64 on CPU, 512 on CUDA).")
+@click.option("--chunk", type=COUNT, help="Channels per batch (default: 16 on CPU, 512 on CUDA).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def featurevis_cmd(obj: CliContext, model: str, layer_spec: str, channels: str | None, steps: int, size: int,
