@@ -45,6 +45,14 @@ def test_removing_inhibition_from_opposite_curves_raises_the_echo(atlas, family)
     assert {u["role"] for u in result.units} == {"edge target"}
     figure = result.figure()
     assert figure.width > 600 and figure.height > 2 * 110  # 8 units, 4 a row
+    from starlette.testclient import TestClient
+
+    from circuitatlas.web.app import create_app
+
+    page = TestClient(create_app(atlas.store)).get("/models/eq").text  # the viewer shows the edit and its figure
+    assert "no-opposite-inhibition" in page and "echo: 0 -&gt; 0.11" in page
+    with Image.open(s["figure"]) as saved:
+        assert saved.size == figure.size
     # the stored weights never change
     after = {r["uid"]: r for r in atlas.cypher("MATCH (a)-[w:WEIGHT]->(b:Neuron {model: 'eq', layer: 'high'}) "
                                                "RETURN a.uid + '>' + b.uid AS uid, w.kernel AS kernel")}

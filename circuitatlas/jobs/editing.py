@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from circuitatlas import names
+from circuitatlas import artifacts, names
 from circuitatlas.analysis.editing import (
     Ablation,
     EdgeEdit,
@@ -409,6 +409,11 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
                 summary[f"{key}_control"] = float(np.mean(values))
                 summary[f"{key}_control_range"] = [float(min(values)), float(max(values))]
     result = EditEffect(model, name, unit_rows, image_rows, summary, control_rows)
+    if any(u.get("tuning_before") for u in unit_rows):  # the figure, for the viewer
+        figure = artifacts.inside(model, f"edit-{name}.png")
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        result.figure().save(figure)
+        summary["figure"] = str(figure)
     stored.store_effect(store, model, name, {**result.to_dict(), "images": image_rows[:IMAGES_STORED]}, summary)
     return result
 

@@ -139,8 +139,8 @@ def edit_rows(store: Store, model: str) -> list[dict[str, Any]]:
     from circuitatlas.jobs.editing import summary_lines
     from circuitatlas.queries.editing import list_edits
 
-    return [{**row, "effect": summary_lines(row["effect_summary"]).split("\n") if row["effect_summary"] else []}
-            for row in list_edits(store, model)]
+    return [{**row, "effect": summary_lines(row["effect_summary"]).split("\n") if row["effect_summary"] else [],
+             "figure_url": file_url((row["effect_summary"] or {}).get("figure"))} for row in list_edits(store, model)]
 
 
 def _reason(diagnostics: dict) -> str | None:
