@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import fx, nn
 
 from circuitatlas.analysis.folding import batchnorm_scale
-from circuitatlas.analysis.hooks import capture
+from circuitatlas.analysis.hooks import capture, channels_first
 from circuitatlas.errors import InvalidInput
 from circuitatlas.ingest.graphtypes import LayerGraph, Source, WeightLayer
 
-__all__ = ["Ablation", "EdgeEdit", "Replacement", "EditSpec", "edited_module", "value_point", "mean_maps",
-           "edges_into", "ABLATION_MODES"]
+__all__ = ["Ablation", "EdgeEdit", "Replacement", "EditSpec", "edited_module", "value_point", "unit_values",
+           "mean_maps", "edges_into", "ABLATION_MODES"]
 
 ABLATION_MODES = ("zero", "mean")
 
@@ -76,9 +76,6 @@ class EditSpec:
     edges: list[EdgeEdit] = field(default_factory=list)
     replacements: list[Replacement] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.ablations) + len(self.edges) + len(self.replacements)
-
     def units(self) -> list[Source]:
         """The units whose value the edit changes directly (ablated, replaced, edge targets)."""
         seen = {(a.layer, a.channel) for a in self.ablations} | {(r.layer, r.channel) for r in self.replacements}
@@ -120,26 +117,29 @@ def _called_once(graph: LayerGraph, path: str) -> str:
     return path
 
 
-def _channel_view(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """``output`` channels first (a Linear over (N, H, W, C) has them last)."""
-    return output.movedim(-1, 1) if isinstance(module, nn.Linear) and output.dim() == 4 else output
+def unit_values(module: nn.Module, graph: LayerGraph, units: Sequence[Source], images: torch.Tensor,
+                batch: int = 64) -> Iterator[tuple[torch.Tensor, dict[Source, torch.Tensor]]]:
+    """Per batch of ``images``, the network's output and each unit's value (N, H, W; (N,) for a
+    vector layer) at its value point, copied (a later in-place op cannot change it). Run it under
+    ``torch.no_grad()`` unless gradients are wanted."""
+    points = {layer: value_point(module, graph, layer) for layer in {layer for layer, _ in units}}
+    for start in range(0, len(images), batch):
+        with capture(module, sorted(set(points.values())), stop=False, copy=True) as seen:
+            out = module(images[start:start + batch])
+        yield out, {(layer, c): seen[points[layer]][:, c] for layer, c in units}
 
 
 def mean_maps(module: nn.Module, graph: LayerGraph, units: Iterable[Source], images: torch.Tensor,
               batch: int = 64) -> dict[Source, np.ndarray]:
     """Each unit's mean map (H, W; a scalar for a vector layer) over ``images`` at its value point."""
     units = list(units)
-    points = {layer: value_point(module, graph, layer) for layer, _ in units}
-    sums: dict[str, torch.Tensor] = {}
-    module = module.eval()
+    sums: dict[Source, torch.Tensor] = {}
     with torch.no_grad():
-        for start in range(0, len(images), batch):
-            with capture(module, sorted(set(points.values())), stop=False, copy=True) as seen:
-                module(images[start:start + batch])
-            for point, value in seen.items():
-                value = value.double().sum(0)  # capture gives channels first already
-                sums[point] = sums[point] + value if point in sums else value
-    return {(layer, c): (sums[points[layer]][c] / len(images)).float().numpy() for layer, c in units}
+        for _, values in unit_values(module.eval(), graph, units, images, batch):
+            for unit, value in values.items():
+                value = value.double().sum(0)
+                sums[unit] = sums[unit] + value if unit in sums else value
+    return {unit: (sums[unit] / len(images)).float().numpy() for unit in units}
 
 
 # -- edges and parameters ---------------------------------------------------------------------
@@ -180,8 +180,8 @@ def _input_factors(raw: torch.Tensor, weight: WeightLayer, bn: torch.Tensor) -> 
     for g in range(weight.groups):
         rows = slice(g * per_group, (g + 1) * per_group)
         ratio = np.where(den[rows] > 0, num[rows] / np.where(den[rows] > 0, den[rows], 1), np.nan)
-        with np.errstate(all="ignore"):
-            column = np.nanmedian(np.where(np.isnan(ratio), np.nan, ratio), axis=0)
+        with np.errstate(all="ignore"):  # a column of NaNs (no row tells) warns and gives NaN: then 1
+            column = np.nanmedian(ratio, axis=0)
         factors[rows] = np.where(np.isnan(column), 1.0, column)
     return factors
 
@@ -257,7 +257,7 @@ def _finite(value: float | None, what: str) -> float:
     return number
 
 
-def _summand_point(graph: LayerGraph, root: nn.Module, layer: str, operand: int) -> str:
+def _summand_point(graph: LayerGraph, layer: str, operand: int) -> str:
     """The module that makes summand ``operand`` of the sum ``layer`` and feeds nothing else."""
     gm = graph.graph_module
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -275,7 +275,7 @@ def _summand_point(graph: LayerGraph, root: nn.Module, layer: str, operand: int)
     return _called_once(graph, str(arg.target))
 
 
-def _sum_edits(root: nn.Module, graph: LayerGraph, layer: str, edges: list[EdgeEdit]) -> dict[str, np.ndarray]:
+def _sum_edits(graph: LayerGraph, layer: str, edges: list[EdgeEdit]) -> dict[str, np.ndarray]:
     """Per summand module, the per-channel factor to apply to its output."""
     weight = graph.weight_layers[layer]
     scales: dict[str, np.ndarray] = {}
@@ -284,7 +284,7 @@ def _sum_edits(root: nn.Module, graph: LayerGraph, layer: str, edges: list[EdgeE
         for src, k in edges_into(weight, c):
             if src != edge.src:
                 continue
-            point = _summand_point(graph, root, layer, k)
+            point = _summand_point(graph, layer, k)
             old = float(weight.weight[c, k, 0, 0])
             factor = _finite(edge.factor, "factor") if edge.kernel is None else (
                 float(_checked_kernel(edge.kernel, (1, 1), f"{edge.src} -> {edge.dst}")[0, 0]) / old if old else np.nan)
@@ -300,7 +300,7 @@ def _sum_edits(root: nn.Module, graph: LayerGraph, layer: str, edges: list[EdgeE
 def _hook(replace: dict[int, torch.Tensor | None], scale: torch.Tensor | None):
     def hook(module, _inputs, output):
         channels_last = isinstance(module, nn.Linear) and output.dim() == 4
-        out = _channel_view(output, module).clone()
+        out = channels_first(output, module).clone()
         if scale is not None:
             out = out * scale.to(out.dtype).to(out.device).view(1, -1, *([1] * (out.dim() - 2)))
         for c, value in replace.items():
@@ -325,7 +325,7 @@ def edited_module(module: nn.Module, graph: LayerGraph, spec: EditSpec) -> nn.Mo
     scales: dict[str, np.ndarray] = {}
     for layer, (edges, reps) in by_layer.items():
         if graph.weight_layers[layer].kind == "add":
-            for point, factor in _sum_edits(root, graph, layer, edges).items():
+            for point, factor in _sum_edits(graph, layer, edges).items():
                 scales[point] = scales.get(point, 1.0) * factor
         else:
             _edit_weights(root, graph, layer, edges, reps)

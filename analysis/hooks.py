@@ -12,7 +12,7 @@ from torch import nn
 
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["capture", "run_to_layers"]
+__all__ = ["capture", "run_to_layers", "channels_first"]
 
 
 class _Stop(Exception):
@@ -37,11 +37,8 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True,
 
     def make_hook(name: str):
         def hook(module, _inputs, output):
-            # a Linear over (N, H, W, C) (ConvNeXt's pointwise MLPs) has its channels last: read
-            # channels first, as the graph stores the layer
-            channels_last = isinstance(module, nn.Linear) and output.dim() == 4
             output = output.clone() if copy else output  # clone keeps the autograd graph (renders need it)
-            store[name] = output.permute(0, 3, 1, 2) if channels_last else output
+            store[name] = channels_first(output, module)
             if stop and len(store) == len(modules):
                 raise _Stop
 
@@ -54,6 +51,12 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True,
     finally:
         for handle in handles:
             handle.remove()
+
+
+def channels_first(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``module``'s ``output`` with its channels on dim 1, as the graph stores the layer: a Linear
+    over (N, H, W, C) (ConvNeXt's pointwise MLPs) has them last."""
+    return output.permute(0, 3, 1, 2) if isinstance(module, nn.Linear) and output.dim() == 4 else output
 
 
 def run_to_layers(model: nn.Module, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,8 +12,8 @@ from circuitatlas.errors import InvalidInput, NotFound
 from circuitatlas.queries import cypher
 from circuitatlas.store import Store
 
-__all__ = ["check_predicate", "edges_where", "units_where", "create_edit", "read_edit", "list_edits",
-           "store_effect", "delete_edit", "store_faithfulness", "neuron_edits", "PREDICATE_TIMEOUT"]
+__all__ = ["check_predicate", "check_name_free", "edges_where", "units_where", "create_edit", "read_edit", "list_edits",
+           "store_effect", "delete_edit", "store_faithfulness", "neuron_edits", "summary_lines", "PREDICATE_TIMEOUT"]
 
 PREDICATE_TIMEOUT = 60.0  # seconds for one selection query
 MAX_SELECTED = 200_000  # rows one predicate may select: an edit is one transaction
@@ -79,13 +79,20 @@ def units_where(store: Store, model: str, predicate: str, **params: Any) -> list
     return _select(store, cypher.UNITS_WHERE, model, predicate, params)
 
 
-def create_edit(store: Store, model: str, name: str, props: dict[str, Any], ablations: Sequence[dict],
-                edges: Sequence[dict], replacements: Sequence[dict]) -> str:
-    """Write ``(:Edit)`` and its ``ABLATES`` / ``EDITS_EDGE`` / ``REPLACES`` relationships in one
-    transaction; InvalidInput when the name is taken (nothing written)."""
+def check_name_free(store: Store, model: str, name: str) -> str:
+    """The uid edit ``name`` of ``model`` would have; InvalidInput when the model has it already."""
     uid = names.edit_uid(model, name)
     if store.read(cypher.EDIT_EXISTS, uid=uid):
         raise InvalidInput(f"model {model!r} already has an edit {name!r}; delete it first or choose another name")
+    return uid
+
+
+def create_edit(store: Store, model: str, name: str, props: dict[str, Any], ablations: Sequence[dict],
+                edges: Sequence[dict], replacements: Sequence[dict]) -> str:
+    """Write ``(:Edit)`` and its ``ABLATES`` / ``EDITS_EDGE`` / ``REPLACES`` relationships in one
+    transaction; InvalidInput when the name is taken (checked again here: the caller's work
+    between its own check and this write may take a while; nothing written)."""
+    uid = check_name_free(store, model, name)
     try:
         rows = store.write_returning(cypher.CREATE_EDIT, uid=uid, name=name, model=model, props=props,
                                      ablations=list(ablations), edges=list(edges), replacements=list(replacements))
@@ -141,3 +148,19 @@ def store_faithfulness(store: Store, motif_uid: str, faithfulness: float, detail
 def neuron_edits(store: Store, uid: str) -> list[dict[str, Any]]:
     """The edits that touch neuron ``uid`` and how."""
     return store.read(cypher.NEURON_EDITS, uid=uid)
+
+
+def summary_lines(s: dict) -> str:
+    """An effect summary in words."""
+    classes = ("; the network's output is a map, not classes" if "changed_top1" not in s else
+               f"; top-1 class changed on {s['changed_top1']:.1%}" + (
+                   f" (random control: {s['changed_top1_control']:.1%})" if "changed_top1_control" in s else ""))
+    lines = [f"{s['units']} units touched, {s['images']} images ({s['probe']}){classes}"]
+    for key, label in (("accuracy", "accuracy"), ("loss", "loss"), ("echo_mean", "echo"),
+                       ("top_mean", "activation on top examples")):
+        if key in s:
+            spread = s.get(key + "_control_range")
+            control = (f" (random controls: mean {s[key + '_control']:.3g}, range {spread[0]:.3g} to "
+                       f"{spread[1]:.3g})" if spread else "")
+            lines.append(f"{label}: {s[key + '_before']:.3g} -> {s[key]:.3g}{control}")
+    return "\n".join(lines)

@@ -194,10 +194,10 @@ def render_units(
     ``chunk`` bounds the batch (default: :data:`CPU_CHUNK` on the CPU, where a smaller batch stays
     in cache: 64 channels of a zoo layer at 64 px took 48 s in chunks of 16, 63 s in 8 or 64; 512
     on CUDA); the units are split, in the order given, into equal chunks, so that no small
-    remainder costs a whole optimisation of its own. A chunk may span layers (give the units in network order: its forward runs to the deepest
-    of its layers), so a whole-model job renders in batches of one size. A chunk that runs out of
-    device memory is retried as two halves, down to one unit. ``at_centre`` optimises centre
-    neurons instead of channel means. After each chunk, ``on_chunk(units, result)`` (to save it
+    remainder costs a whole optimisation of its own. A chunk may span layers (give the units in
+    network order: its forward runs to the deepest of its layers), so a whole-model job renders in
+    batches of one size. A chunk that runs out of device memory is retried as two halves, down to
+    one unit. ``at_centre`` optimises centre neurons instead of channel means. After each chunk, ``on_chunk(units, result)`` (to save it
     before the next one starts), then ``progress(n)``. ``start="stimulus"`` starts each unit's
     image from its best synthetic stimulus (:func:`~.quality.stimulus_starts`) instead of noise.
     """

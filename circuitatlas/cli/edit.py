@@ -10,7 +10,7 @@ import click
 from circuitatlas.cli.context import CliContext
 from circuitatlas.cli.output import echo_json, echo_table
 from circuitatlas.cli.ranges import SEED
-from circuitatlas.jobs.editing import summary_lines
+from circuitatlas.queries.editing import summary_lines
 
 __all__ = ["edit"]
 

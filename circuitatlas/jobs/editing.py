@@ -24,6 +24,7 @@ from circuitatlas.analysis.editing import (
     edited_module,
     mean_maps,
     random_like,
+    unit_values,
     value_point,
 )
 from circuitatlas.analysis.examples import load_images
@@ -40,7 +41,7 @@ from circuitatlas.queries.viewer import motif as read_motif
 from circuitatlas.store import Store
 
 __all__ = ["EditEffect", "create_edit", "edit_spec", "edited_network", "effect", "faithfulness", "TOP_K",
-           "IMAGES_STORED", "summary_lines", "effect_figure"]
+           "IMAGES_STORED", "effect_figure"]
 
 TOP_K = 5  # classes compared per image
 IMAGES_STORED = 1000  # per-image rows kept in the stored effect (all are returned)
@@ -79,11 +80,10 @@ def _graph(store: Store, model: str, module: nn.Module) -> LayerGraph:
                              lenient=bool(meta.get("lenient")))
 
 
-def _probe_images(store: Store, model: str, images: str | Path | np.ndarray | None,
+def _probe_images(size: int, images: str | Path | np.ndarray | None,
                   limit: int | None = None) -> tuple[torch.Tensor, list[str], str]:
-    """(N, 3, S, S) floats, their paths, and what they are: a folder's images, or the stimulus
-    battery at a quarter of the input size."""
-    size = input_size(model_meta(store, model))
+    """(N, 3, size, size) floats, their paths, and what they are: a folder's images, or the
+    stimulus battery at a quarter of the input size."""
     if images is None:
         probes = battery_probes(size, [size / 4], n_angles=8)
         x = torch.from_numpy(probes.images.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
@@ -108,10 +108,8 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
                 module: nn.Module | None = None) -> dict[str, Any]:
     """Check an edit against the network and store it as ``(:Edit)``; nothing is written on bad
     input. Returns its uid and what it touches."""
-    uid = names.edit_uid(model, name)
     meta = model_meta(store, model)
-    if store.read(stored.cypher.EDIT_EXISTS, uid=uid):
-        raise InvalidInput(f"model {model!r} already has an edit {name!r}; delete it first or choose another name")
+    uid = stored.check_name_free(store, model, name)  # before any work
     try:
         scale = float(scale)
     except (TypeError, ValueError):
@@ -152,7 +150,7 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
     means: dict[Source, np.ndarray] = {}
     probe = None
     if mode == "mean" and units:
-        x, _, probe = _probe_images(store, model, images)
+        x, _, probe = _probe_images(input_size(meta), images)
         means = mean_maps(net, graph, units, x)
     spec = EditSpec([Ablation(layer, c, mode, means.get((layer, c))) for layer, c in units],
                     [EdgeEdit(s, d, None if k is not None else scale, k) for s, d, k in _unique(pairs)],
@@ -205,7 +203,11 @@ def _unit_from(store: Store, source: str) -> tuple[np.ndarray, float, str]:
 
 def edit_spec(store: Store, model: str, name: str) -> EditSpec:
     """The stored edit as an :class:`EditSpec`."""
-    row = stored.read_edit(store, model, name)
+    return _spec_of(stored.read_edit(store, model, name))
+
+
+def _spec_of(row: dict[str, Any]) -> EditSpec:
+    """An :class:`EditSpec` from a stored edit as :func:`~circuitatlas.queries.editing.read_edit` reads it."""
 
     def arr(props: dict, key: str) -> np.ndarray | None:
         return None if props.get(key) is None else np.asarray(props[key], np.float32).reshape(props[f"{key}_shape"])
@@ -258,18 +260,10 @@ def _echo(curve: np.ndarray, preferred: int, peak: float) -> float | None:
 def _activations(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: torch.Tensor,
                  batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Each unit's activation per image (spatial maximum at its value point), and the logits."""
-    from circuitatlas.analysis.hooks import capture
-
-    points = {layer: value_point(net, graph, layer) for layer, _ in units}
     acts, logits = [], []
     with torch.no_grad():
-        for start in range(0, len(x), batch):
-            with capture(net, sorted(set(points.values())), stop=False, copy=True) as seen:
-                out = net(x[start:start + batch])
-            row = []
-            for layer, c in units:
-                v = seen[points[layer]][:, c]  # capture gives channels first already
-                row.append(v.flatten(1).amax(1) if v.dim() > 1 else v)
+        for out, values in unit_values(net, graph, units, x, batch):
+            row = [v.flatten(1).amax(1) if v.dim() > 1 else v for v in (values[u] for u in units)]
             acts.append(torch.stack(row, 1) if row else torch.zeros(len(out), 0))
             logits.append(out if out.dim() == 2 else out[:, :0].flatten(1))  # a map out: no classes
     return torch.cat(acts).double().numpy(), torch.cat(logits).double().numpy()
@@ -300,10 +294,10 @@ def _outcome(logits: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
 
 
 def _measure(net: nn.Module, graph: LayerGraph, units: Sequence[Source], x: torch.Tensor, labels: np.ndarray | None,
-             size: int, stimulus_params: dict, tune: bool) -> dict[str, Any]:
+             size: int, stimulus_params: dict) -> dict[str, Any]:
     acts, logits = _activations(net, graph, units, x)
     return {"acts": acts, "units": list(units), **_outcome(logits, labels),
-            "tuning": _tuning(net, graph, units, size, stimulus_params) if tune else {}}
+            "tuning": _tuning(net, graph, units, size, stimulus_params)}
 
 
 def _roles(spec: EditSpec, graph: LayerGraph, net: nn.Module, downstream: int) -> dict[Source, str]:
@@ -322,14 +316,16 @@ def _roles(spec: EditSpec, graph: LayerGraph, net: nn.Module, downstream: int) -
             total = sum(float(np.abs(weight.weight[b, i]).sum()) for src, i in edges_into(weight, b) if src in ablated)
             if total > 0 and (name, b) not in roles:
                 fed[(name, b)] = total
+    added = 0
     for unit in sorted(fed, key=fed.get, reverse=True):
-        if sum(role == "downstream" for role in roles.values()) >= downstream:
+        if added >= downstream:
             break
         try:
             value_point(net, graph, unit[0])
         except InvalidInput:  # a sum inside a forward: no module output to read it at
             continue
         roles[unit] = "downstream"
+        added += 1
     return roles
 
 
@@ -346,33 +342,35 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
     is what the ablation set)."""
     if int(n_control) < 0:
         raise InvalidInput(f"n_control must be 0 or more, not {n_control!r}")
-    spec = edit_spec(store, model, name)
-    edit_row = stored.read_edit(store, model, name)["edit"]
+    row = stored.read_edit(store, model, name)
+    spec, edit_row = _spec_of(row), row["edit"]
     net = network(store, model, module)
     graph = _graph(store, model, net)
     size = input_size(model_meta(store, model))
-    x, paths, probe_name = _probe_images(store, model, images, limit)
+    x, paths, probe_name = _probe_images(size, images, limit)
     labels = _labels(paths, probe_name) if paths else None
     roles = _roles(spec, graph, net, int(downstream))
     units = sorted(roles)
     stimulus_params = dict(stimulus_params or {})
     note = progress or (lambda _msg: None)
     note("measuring the network as it is")
-    base = _measure(net, graph, units, x, labels, size, stimulus_params, True)
+    base = _measure(net, graph, units, x, labels, size, stimulus_params)
     note("measuring the edited network")
-    after = _measure(edited_module(net, graph, spec), graph, units, x, labels, size, stimulus_params, True)
+    after = _measure(edited_module(net, graph, spec), graph, units, x, labels, size, stimulus_params)
     rng = np.random.default_rng(seed)
     controls = []
+    probe_set = None  # the edit's own probe set, loaded once, for the controls' mean maps
     for i in range(int(n_control)):
         note(f"control {i + 1} of {n_control}")
         draw = random_like(spec, graph, rng)
         if any(a.mode == "mean" for a in draw.ablations):  # the control's units' own means, same probe set
-            probe = edit_row.get("probe")
-            px = x if probe == "array" else _probe_images(store, model, None if probe in (None, "battery")
-                                                          else probe)[0]
-            means = mean_maps(net, graph, [(a.layer, a.channel) for a in draw.ablations], px)
+            if probe_set is None:
+                probe = edit_row.get("probe")
+                probe_set = x if probe == "array" else _probe_images(size, None if probe in (None, "battery")
+                                                                     else probe)[0]
+            means = mean_maps(net, graph, [(a.layer, a.channel) for a in draw.ablations], probe_set)
             draw.ablations = [Ablation(a.layer, a.channel, a.mode, means[(a.layer, a.channel)]) for a in draw.ablations]
-        controls.append(_measure(edited_module(net, graph, draw), graph, units, x, labels, size, stimulus_params, True))
+        controls.append(_measure(edited_module(net, graph, draw), graph, units, x, labels, size, stimulus_params))
 
     unit_rows = []
     for j, (layer, c) in enumerate(units):
@@ -481,7 +479,7 @@ def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *
     if not ablate_layers:
         raise InvalidInput("nothing upstream to ablate: the circuit needs units before its targets, or `layers`")
     size = input_size(model_meta(store, model))
-    x, _, probe_name = _probe_images(store, model, images)
+    x, _, probe_name = _probe_images(size, images)
     stimulus_params = dict(stimulus_params or {})
     sweep = _sweep(stimulus_params, size)
     probe = torch.cat([x, sweep])
@@ -543,19 +541,3 @@ def effect_figure(result: EditEffect, max_units: int = 16):
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-def summary_lines(s: dict) -> str:
-    """An effect summary in words."""
-    classes = ("; the network's output is a map, not classes" if "changed_top1" not in s else
-               f"; top-1 class changed on {s['changed_top1']:.1%}" + (
-                   f" (random control: {s['changed_top1_control']:.1%})" if "changed_top1_control" in s else ""))
-    lines = [f"{s['units']} units touched, {s['images']} images ({s['probe']}){classes}"]
-    for key, label in (("accuracy", "accuracy"), ("loss", "loss"), ("echo_mean", "echo"),
-                       ("top_mean", "activation on top examples")):
-        if key in s:
-            spread = s.get(key + "_control_range")
-            control = (f" (random controls: mean {s[key + '_control']:.3g}, range {spread[0]:.3g} to "
-                       f"{spread[1]:.3g})" if spread else "")
-            lines.append(f"{label}: {s[key + '_before']:.3g} -> {s[key]:.3g}{control}")
-    return "\n".join(lines)

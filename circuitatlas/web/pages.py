@@ -19,7 +19,7 @@ import numpy as np
 from circuitatlas import artifacts, checks, names, paths
 from circuitatlas.analysis.svd import branch_contingency
 from circuitatlas.errors import InvalidInput
-from circuitatlas.queries import aliases, connectivity, models, viewer
+from circuitatlas.queries import aliases, connectivity, editing, models, viewer
 from circuitatlas.queries.connectivity import Truncated
 from circuitatlas.queries.paths import circuit as circuit_graph
 from circuitatlas.store import Store
@@ -136,11 +136,9 @@ def model_page(store: Store, model: str) -> dict[str, Any]:
 
 def edit_rows(store: Store, model: str) -> list[dict[str, Any]]:
     """The model's edits, each with its measured effect in words (``circuitatlas edit effect``)."""
-    from circuitatlas.jobs.editing import summary_lines
-    from circuitatlas.queries.editing import list_edits
-
-    return [{**row, "effect": summary_lines(row["effect_summary"]).split("\n") if row["effect_summary"] else [],
-             "figure_url": file_url((row["effect_summary"] or {}).get("figure"))} for row in list_edits(store, model)]
+    rows = editing.list_edits(store, model)
+    return [{**row, "effect": editing.summary_lines(row["effect_summary"]).split("\n") if row["effect_summary"] else [],
+             "figure_url": file_url((row["effect_summary"] or {}).get("figure"))} for row in rows]
 
 
 def _reason(diagnostics: dict) -> str | None:
@@ -214,12 +212,10 @@ def neuron_page(store: Store, model: str, layer: str, channel: int, k: int = PAR
 
 def _neuron_edits(store: Store, uid: str) -> list[dict[str, Any]]:
     """The stored edits that touch neuron ``uid``, each in a few words."""
-    from circuitatlas.queries.editing import neuron_edits
-
     words = {"ABLATES": lambda r: f"ablated ({r['mode']})", "REPLACES": lambda r: "replaced by a hand-set unit",
              "EDITS_EDGE": lambda r: (f"input from {r['src']} scaled by {r['factor']:g}" if r["factor"] is not None
                                       else f"input from {r['src']} given a new kernel")}
-    return [{"name": r["name"], "what": words[r["how"]](r)} for r in neuron_edits(store, uid)]
+    return [{"name": r["name"], "what": words[r["how"]](r)} for r in editing.neuron_edits(store, uid)]
 
 
 def _json_map(text: Any) -> dict[str, Any]:
