@@ -38,18 +38,33 @@ DEFAULT_BATCH = 5000
 QUERY_TIMEOUT_ENV = "CIRCUITATLAS_QUERY_TIMEOUT"
 DEFAULT_QUERY_TIMEOUT = 600.0
 LONG_TIMEOUT_FACTOR = 12
+# How long the driver goes on retrying a transaction that failed for a transient reason (a lost
+# connection, a deadlock) before the error reaches the caller; its backoff doubles from 1 s, so the
+# last wait may take about as long again. The driver's own default (30 s) kept a command that had lost
+# its server waiting more than a minute. CIRCUITATLAS_RETRY_TIME overrides it (0: no retry).
+RETRY_TIME_ENV = "CIRCUITATLAS_RETRY_TIME"
+DEFAULT_RETRY_TIME = 10.0
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise QueryError(f"{name} must be a number of seconds, not {text!r}") from None
 
 
 def default_query_timeout() -> float | None:
     """The transaction timeout in seconds: CIRCUITATLAS_QUERY_TIMEOUT, else DEFAULT_QUERY_TIMEOUT."""
-    text = os.environ.get(QUERY_TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_QUERY_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        raise QueryError(f"{QUERY_TIMEOUT_ENV} must be a number of seconds, not {text!r}") from None
+    value = _seconds_from_env(QUERY_TIMEOUT_ENV, DEFAULT_QUERY_TIMEOUT)
     return value if value > 0 else None
+
+
+def retry_time() -> float:
+    """The driver's retry budget in seconds: CIRCUITATLAS_RETRY_TIME, else DEFAULT_RETRY_TIME."""
+    return max(_seconds_from_env(RETRY_TIME_ENV, DEFAULT_RETRY_TIME), 0.0)
 
 
 @dataclass(frozen=True)
@@ -249,7 +264,8 @@ class Store(Closing):
         """Make a driver for ``connection`` and check that the server answers."""
         with translate_errors(connection.uri):
             driver = neo4j.GraphDatabase.driver(
-                connection.uri, auth=(connection.user, connection.password), notifications_min_severity="OFF"
+                connection.uri, auth=(connection.user, connection.password), notifications_min_severity="OFF",
+                max_transaction_retry_time=retry_time(),
             )
             try:
                 driver.verify_connectivity()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from circuitatlas.errors import QueryError
-from circuitatlas.store import QUERY_TIMEOUT_ENV, Store
+from circuitatlas.store import QUERY_TIMEOUT_ENV, RETRY_TIME_ENV, Store
 
 # seconds of work on any server, and a marker to find it in SHOW TRANSACTIONS
 SLOW = "UNWIND range(1, 2000000000) AS x WITH x WHERE x % 7 = 99 RETURN count(x) AS n // {marker}"
@@ -48,6 +48,10 @@ def test_reads_writes_and_streams_end_at_the_store_timeout(connection, monkeypat
             assert _gone(store, marker), f"{name}: the timed-out query still runs in the server"
     monkeypatch.setenv(QUERY_TIMEOUT_ENV, "soon")
     with pytest.raises(QueryError, match=f"{QUERY_TIMEOUT_ENV} must be a number"):
+        Store.open(connection)
+    monkeypatch.delenv(QUERY_TIMEOUT_ENV)
+    monkeypatch.setenv(RETRY_TIME_ENV, "a while")
+    with pytest.raises(QueryError, match=f"{RETRY_TIME_ENV} must be a number"):
         Store.open(connection)
 
 
