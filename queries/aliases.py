@@ -70,8 +70,12 @@ def resolve_unit(store: Store, model: str, unit: str) -> str:
             layer, channel = names.parse_unit(unit)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    layer = resolve_layer(store, model, layer)
-    channels = layer_info(store, model, layer)["channels"]
+    found = store.read(cypher.LAYER_INFO, uid=names.layer_uid(model, layer))  # a canonical name: one read
+    if found:
+        channels = found[0]["channels"]
+    else:
+        layer = resolve_layer(store, model, layer)
+        channels = layer_info(store, model, layer)["channels"]
     if not 0 <= channel < channels:
         raise InvalidInput(f"channel {channel} is not in {layer} ({channels} channels)")
     return names.neuron_uid(model, layer, channel)

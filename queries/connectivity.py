@@ -26,7 +26,7 @@ import numpy as np
 
 from circuitatlas import checks, names
 from circuitatlas.errors import InvalidInput, NotFound, QueryError
-from circuitatlas.queries import aliases, cypher
+from circuitatlas.queries import aliases, cypher, profiles
 from circuitatlas.queries.criteria import Units, UnitsLike, as_units, is_pattern, where
 from circuitatlas.store import Store
 
@@ -247,9 +247,11 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
     partner; partners aligned by identity, a missing edge counts 0); ``"outputs"`` the same over
     output partners; ``"kernels"``: the cosine between whole input kernels over aligned partners
     (so spatial structure counts, as it does when mirror pairs and rotated families are spotted by
-    eye). ``kind="auto"``: expanded weights where the layer has them, else direct. Rows: unit
-    columns plus ``cosine`` and ``partners`` (how many partners the unit has), most similar first.
-    The work is one pass over the layer's edges in the server; only the ``k`` rows come back.
+    eye; a partner's kernels of different shapes are compared centred on each other). ``kind="auto"``:
+    expanded weights where the layer has them, else direct. Rows: unit columns plus ``cosine``
+    and ``partners`` (how many partners the unit has), most similar first, ties by uid.
+    The layer's profiles are read once and kept in this process (:mod:`.profiles`): later calls
+    on the same layer compare in memory.
     """
     if by not in SIMILARITY:
         raise InvalidInput(f"by must be one of {', '.join(SIMILARITY)}, not {by!r}")
@@ -259,17 +261,30 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
     kind = resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out")
     rel = names.rel_type(kind)
     budget = _Budget(timeout)
-    rows = budget.read(store, cypher.profile_query(rel, side), uid=uid)
-    if not rows:
+    found = budget.read(store, cypher.unit_profile_size(rel, side), uid=uid)
+    if not found:
         raise NotFound(f"no neuron {uid!r} in the graph")
+    where = found[0]
+    nothing = InvalidInput(f"{uid} has no {kind} {side} with non-zero weight: nothing to compare "
+                           "(try another kind or by)")
+    if (where["channels"] or 0) * where["partners"] * (where["cells"] if kernels else 1) * 8 <= profiles.ENTRY_BYTES:
+        layer = profiles.layer_profiles(lambda query, **params: budget.read(store, query, **params),
+                                        (store.uri, store.database), where["model"], where["completed"],
+                                        where["layer"], rel, side, kernels)
+        if not layer.has_profile(uid):
+            raise nothing
+        return [{**_unit(row), "cosine": cosine, "partners": partners}
+                for row, cosine, partners in layer.most_similar(uid, k)]
+    # a layer too large to hold: one pass over its edges in the server (kernels of different
+    # shapes from one partner count as not overlapping there)
+    rows = budget.read(store, cypher.profile_query(rel, side), uid=uid)
     value = "kernel" if kernels else "sum"
     profile = {row["partner"]: row[value] for row in rows if row["partner"] is not None}
     norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(v, dtype=np.float64))) for v in profile.values())))
     if norm == 0:
-        raise InvalidInput(f"{uid} has no {kind} {side} with non-zero weight: nothing to compare "
-                           "(try another kind or by)")
-    found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=rows[0]["model"],
-                        layer=rows[0]["layer"], profile=profile, norm=norm, limit=k)
+        raise nothing
+    found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=where["model"],
+                        layer=where["layer"], profile=profile, norm=norm, limit=k)
     return [{**_unit(row["unit"]), "cosine": row["cosine"], "partners": row["partners"]} for row in found]
 
 

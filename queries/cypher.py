@@ -459,6 +459,36 @@ RETURN x.model AS model, x.layer AS layer, elementId(p) AS partner, r.sum AS sum
 """
 
 
+def unit_profile_size(rel_type: str, side: str) -> str:
+    """What :mod:`~circuitatlas.queries.profiles` needs to know of neuron $uid before reading its
+    layer's profiles: its model, layer and layer's channel count, the model's completion time
+    (none until it is complete), and its partners on ``side`` with their largest kernel."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern = f"(x)<-[r:{rel_type}]-()" if side == "inputs" else f"(x)-[r:{rel_type}]->()"
+    return f"""
+MATCH (x:Neuron {{uid: $uid}})
+OPTIONAL MATCH (m:Model {{id: x.model}})-[:HAS_LAYER]->(l:Layer {{name: x.layer}})
+CALL (x) {{ OPTIONAL MATCH {pattern} RETURN count(r) AS partners, max(r.kh * r.kw) AS cells }}
+RETURN x.model AS model, x.layer AS layer, l.channels AS channels, partners, coalesce(cells, 1) AS cells,
+       CASE WHEN m.status = 'complete' THEN toString(m.completed) END AS completed
+"""
+
+
+def layer_profiles_query(rel_type: str, side: str, kernels: bool) -> str:
+    """Each neuron of layer $layer of model $model by channel, with its partners on ``side``
+    (uids), each edge's ``sum`` (or flat ``kernel``) and kernel shape, aligned."""
+    assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
+    pattern = f"(y)<-[r:{rel_type}]-(p)" if side == "inputs" else f"(y)-[r:{rel_type}]->(p)"
+    return f"""
+MATCH (y:Neuron {{model: $model, layer: $layer}})
+OPTIONAL MATCH {pattern}
+WITH y, collect(p.uid) AS partners, collect({"r.kernel" if kernels else "r.sum"}) AS values,
+     collect(CASE WHEN r IS NOT NULL THEN [r.kh, r.kw] END) AS shapes
+RETURN {unit_map("y")} AS unit, partners, values, shapes
+ORDER BY y.channel
+"""
+
+
 def similar_query(rel_type: str, side: str, kernels: bool) -> str:
     """Cosine of each other neuron of a layer with the profile $profile (partner element id ->
     sum, or kernel list), over aligned partners, in one pass over the layer's edges; $norm is

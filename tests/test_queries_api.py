@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from circuitatlas.cli import main
 from circuitatlas.errors import InvalidInput, NotFound, QueryError
-from circuitatlas.queries import connectivity, criteria
+from circuitatlas.queries import connectivity, criteria, profiles
 from circuitatlas.queries.connectivity import Truncated
 from circuitatlas.queries.criteria import Units, where
 
@@ -425,15 +425,20 @@ def _cosines(rows):
     ("t", "block1", "down", "expanded", "inputs"),
     ("t", "block1", "down", "expanded", "kernels"),
 ])
-def test_similar_units_match_numpy(graph, model, src, dst, kind, by):
+@pytest.mark.parametrize("held", [True, False], ids=["in-memory", "in-server"])
+def test_similar_units_match_numpy(graph, model, src, dst, kind, by, held, monkeypatch):
+    """Both ways of comparing: the layer's profiles held in this process, and (a layer over
+    ENTRY_BYTES) one pass in the server."""
+    profiles.clear()
+    monkeypatch.setattr(profiles, "ENTRY_BYTES", profiles.ENTRY_BYTES if held else 0)
     w = graph.weights(model, src, dst, kind).astype(np.float64)  # (out, in, kh, kw)
     if by == "inputs":
-        profiles, layer = w.sum(axis=(2, 3)), dst
+        vectors, layer = w.sum(axis=(2, 3)), dst
     elif by == "kernels":
-        profiles, layer = w.reshape(w.shape[0], -1), dst
+        vectors, layer = w.reshape(w.shape[0], -1), dst
     else:
-        profiles, layer = w.sum(axis=(2, 3)).T, src
-    cos = _cosines(profiles)
+        vectors, layer = w.sum(axis=(2, 3)).T, src
+    cos = _cosines(vectors)
     for unit in (0, 3):
         got = graph.similar_units(f"{model}/{layer}:{unit}", by, k=4, kind=kind)
         order = [j for j in np.argsort(-cos[unit], kind="stable") if j != unit][:4]
@@ -441,6 +446,38 @@ def test_similar_units_match_numpy(graph, model, src, dst, kind, by):
         for r in got:
             assert r["cosine"] == pytest.approx(cos[unit, r["channel"]], rel=1e-6, abs=1e-9)
             assert r["layer"] == layer and r["channel"] != unit
+
+
+def test_kernels_of_different_shapes_from_one_partner_are_compared_centred():
+    """Units of a concatenation read one partner through a 1x1 and a 3x3 path: the 1x1 kernel
+    sits at the centre of the 3x3 block, so it meets the 3x3 kernel's middle tap."""
+    k3 = np.arange(9.0)
+    rows = [{"unit": {"uid": "m/c:0"}, "partners": ["m/a:0"], "values": [[2.0]], "shapes": [[1, 1]]},
+            {"unit": {"uid": "m/c:1"}, "partners": ["m/a:0"], "values": [list(k3)], "shapes": [[3, 3]]}]
+    held = profiles.LayerProfiles([r["unit"] for r in rows], *profiles._matrix(rows, kernels=True))
+    assert held.matrix.shape == (2, 9) and held.matrix[0].tolist() == [0, 0, 0, 0, 2, 0, 0, 0, 0]
+    (_, cosine, partners), = held.most_similar("m/c:0", 5)
+    assert cosine == pytest.approx(k3[4] / np.linalg.norm(k3)) and partners == 1
+
+
+def test_similar_units_read_a_reingested_model_again(atlas):
+    """The held profiles are keyed by the model's completion: new weights under the same id are
+    read again, not answered from the old ones."""
+    from torch import nn
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 5, 3))
+
+    answers = []
+    for seed in (1, 2):
+        atlas.ingest(net(seed), "resim", input_size=(3, 8, 8), expanded=False, replace=seed == 2)
+        w = atlas.weights("resim", "0", "2").astype(np.float64).sum(axis=(2, 3))
+        cos = _cosines(w)[0]
+        got = atlas.similar_units("resim/2:0", "inputs", k=4)
+        assert [r["cosine"] for r in got] == pytest.approx(sorted(np.delete(cos, 0), reverse=True)[:4], rel=1e-6)
+        answers.append([r["cosine"] for r in got])
+    assert answers[0] != pytest.approx(answers[1])
 
 
 def test_similar_units_find_the_planted_rotation_neighbours(graph):
