@@ -5,7 +5,9 @@ typical calls against an ingested GoogLeNet (random weights) in a scratch local 
 
 Targets: p95 under 100 ms for every helper but paths, under 1 s for paths. Each call cycles
 through different units (so no answer is read twice in a row); the first ``--warmup`` calls of
-each case (plan compilation, a cold page cache) are reported apart and left out of p50/p95.
+each case (plan compilation, a cold page cache, and for similar_units the first read of the
+layer's profiles, which later calls on that layer compare in memory) are reported apart and left
+out of p50/p95. ``round_trip`` is a trivial query's latency: the machine's floor under every helper.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def size(result: Any) -> int:
     return len(result)
 
 
+def _timed(call: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    call()
+    return (time.perf_counter() - began) * 1000
+
+
 def measure(atlas: Atlas, call: Callable[[Atlas, int], Any], runs: int, warmup: int) -> dict[str, Any]:
     times, sizes = [], []
     for i in range(warmup + runs):
@@ -98,6 +106,9 @@ def main() -> None:
             began = time.monotonic()
             atlas.ingest(args.model, "bench", input_size=(3, 224, 224))
             result["setup_ingest_s"] = round(time.monotonic() - began, 1)
+            # the floor under every helper on this machine today: one trivial query's round trip
+            floor = [_timed(lambda: atlas.store.read_with_timeout("RETURN 1 AS x", None)) for _ in range(102)]
+            result["round_trip"] = {"query": "RETURN 1", **latency(floor, 2)}
             for helper, description, call in cases("bench"):
                 add_case(result, {"helper": helper, "call": description,
                                   **measure(atlas, call, args.runs, args.warmup)},

@@ -20,7 +20,7 @@ from circuitatlas.queries.models import layer_info, model_meta
 from circuitatlas.queries.patterns import validate
 from circuitatlas.store import Store
 
-__all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "alias_free_uid", "resolve_pattern"]
+__all__ = ["store_aliases", "resolve_layer", "resolve_layers", "resolve_unit", "alias_free_uids", "resolve_pattern"]
 
 
 def store_aliases(store: Store, model: str, aliases: Mapping[str, Sequence[str]]) -> None:
@@ -81,12 +81,16 @@ def resolve_unit(store: Store, model: str, unit: str) -> str:
     return names.neuron_uid(model, layer, channel)
 
 
-def alias_free_uid(store: Store, uid: str) -> str:
-    """``uid`` with its layer replaced by the canonical name when it is an alias; otherwise as it
-    is (an explicit uid list selects what exists: an unknown uid matches nothing)."""
-    model, layer, channel = names.parse_neuron_uid(uid)
-    canonical = _alias_of(store, model, layer)
-    return uid if canonical is None else names.neuron_uid(model, canonical, channel)
+def alias_free_uids(store: Store, uids: Sequence[str]) -> list[str]:
+    """Each uid with its layer replaced by the canonical name when it is an alias; otherwise as
+    it is (an explicit uid list selects what exists: an unknown uid matches nothing). One read
+    for all of them."""
+    parsed = [names.parse_neuron_uid(uid) for uid in uids]
+    pairs = sorted({(model, layer) for model, layer, _ in parsed})
+    found = store.read(cypher.LAYERS_BY_ALIAS, pairs=[{"model": m, "layer": layer} for m, layer in pairs])
+    canonical = {(row["model"], row["alias"]): row["name"] for row in found}
+    return [uid if (model, layer) not in canonical else names.neuron_uid(model, canonical[model, layer], channel)
+            for uid, (model, layer, channel) in zip(uids, parsed)]
 
 
 def resolve_pattern(store: Store, model: str, pattern: dict | str) -> dict | str:

@@ -156,7 +156,7 @@ def _canonical(store: Store, selected: UnitsLike) -> Units:
     canonical (``iv1/3b:379`` -> ``iv1/mixed3b:379``)."""
     c = as_units(selected)
     if c.uids:
-        c = dataclasses.replace(c, uids=tuple(aliases.alias_free_uid(store, uid) for uid in c.uids))
+        c = dataclasses.replace(c, uids=tuple(aliases.alias_free_uids(store, c.uids)))
     model = c.model or (names.parse_neuron_uid(c.uids[0])[0] if c.uids else None)
     exact = [layer for layer in c.layers if not is_pattern(layer)]
     if model is None or not exact:

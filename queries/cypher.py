@@ -261,6 +261,14 @@ WHERE $alias IN l.aliases
 RETURN l.name AS name ORDER BY l.order
 """
 
+LAYERS_BY_ALIAS = """
+UNWIND $pairs AS pair
+MATCH (:Model {id: pair.model})-[:HAS_LAYER]->(l:Layer)
+WHERE pair.layer IN l.aliases
+WITH pair, l ORDER BY l.order
+RETURN pair.model AS model, pair.layer AS alias, head(collect(l.name)) AS name
+"""
+
 LAYER_NAMES = """
 MATCH (:Model {id: $model})-[:HAS_LAYER]->(l:Layer)
 RETURN l.name AS name, coalesce(l.aliases, []) AS aliases ORDER BY l.order
