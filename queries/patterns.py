@@ -116,7 +116,8 @@ def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | Non
 
     Each edge becomes a ``MATCH`` that expands from already bound neurons, with its sign, its
     bound (absolute on ``sum`` or relative on ``rel_in``) and the distinctness of the neurons
-    bound so far checked right there.
+    bound so far checked right there; with a ``limit``, each edge after the first is a subquery
+    over the neurons bound before it, so that the search walks from them and stops at the limit.
     """
     validate(pattern)
     rel = rel_type(kind)
@@ -148,9 +149,19 @@ def compile_pattern(pattern: dict, kind: str = "direct", layers: list[str] | Non
         if edge.get("min"):
             params[f"min_{e}"] = float(edge["min"])
             conditions.append(f"{e}.rel_in >= $min_{e}" if edge.get("relative") else f"abs({e}.sum) >= $min_{e}")
+        before = list(bound)
         src = node(edge["src"], conditions)
         dst = node(edge["dst"], conditions)
-        lines.append(f"MATCH {src}-[{e}:{rel}]->{dst} WHERE " + " AND ".join(conditions))
+        match = f"MATCH {src}-[{e}:{rel}]->{dst} WHERE " + " AND ".join(conditions)
+        if not before or limit is None or count:
+            lines.append(match)
+            continue
+        # with a limit, every later edge in a subquery over the neurons bound so far: the planner
+        # then walks from them, row by row, and the limit stops the walk early, where it would seek
+        # every strong edge of the model into a hash join first (the first 1,000 mutual_inhibition
+        # matches on GoogLeNet: 18 s -> 0.8 s). Counting every match is faster with the joins.
+        new = [v for v in bound if v not in before] or [e]
+        lines.append(f"CALL ({', '.join(before)}) {{ {match} RETURN {', '.join(new)} }}")
     for name in names:
         if var[name] not in bound:
             conditions: list[str] = []

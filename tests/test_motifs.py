@@ -202,6 +202,9 @@ def test_pattern_search_cypher_equals_networkx(atlas):
             assert _canon(atlas.search(pattern, name, layers=["L1", "L2"])) == kept
             limited = atlas.search(pattern, name, limit=2)
             assert len(limited) == min(2, len(expected)) and set(_canon(limited)) <= set(expected)
+            # with a limit the query walks from bound neurons (subqueries): the same matches
+            assert _canon(atlas.search(pattern, name, limit=10**6)) == expected
+            assert _canon(atlas.search(pattern, name, layers=["L1", "L2"], limit=10**6)) == kept
             assert atlas.count_matches(pattern, name) == len(expected)
     assert any(atlas.search(PATTERNS["feed_forward_excitation"], f"rand{s}") for s in range(4))  # not vacuous
 
