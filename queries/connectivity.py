@@ -194,11 +194,12 @@ def adjacency(store: Store, sources: UnitsLike, targets: UnitsLike, kind: str = 
                        min_rel=_fraction("min_rel", min_rel), min_abs=checks.real("min_abs", min_abs, 0.0),
                        sign=_sign(sign), limit=limit + 1, **source_params, **target_params)
     edges, truncated = _capped(rows, limit, "adjacency")
-    if kernels:
-        for edge in edges:
+    by_uid = {}
+    for edge in edges:
+        for end in ("source", "target"):
+            by_uid.setdefault(edge[end], _unit(edge.pop(f"{end}_unit")))
+        if kernels:
             edge["kernel"] = np.asarray(edge["kernel"], dtype=np.float32).reshape(edge["kh"], edge["kw"])
-    by_uid = {row["unit"]["uid"]: _unit(row["unit"]) for row in budget.read(
-        store, cypher.UNITS_BY_UID, uids=sorted({e["source"] for e in edges} | {e["target"] for e in edges}))}
     sources, targets = ([by_uid[u] for u in sorted({e[side] for e in edges}, key=names.parse_neuron_uid)]
                         for side in ("source", "target"))
     return Adjacency(sources, targets, edges, kind, truncated)
@@ -264,27 +265,27 @@ def similar_units(store: Store, unit: str, by: str = "inputs", k: int = 10, kind
     found = budget.read(store, cypher.unit_profile_size(rel, side), uid=uid)
     if not found:
         raise NotFound(f"no neuron {uid!r} in the graph")
-    where = found[0]
+    info = found[0]
     nothing = InvalidInput(f"{uid} has no {kind} {side} with non-zero weight: nothing to compare "
                            "(try another kind or by)")
-    if (where["channels"] or 0) * where["partners"] * (where["cells"] if kernels else 1) * 8 <= profiles.ENTRY_BYTES:
+    if (info["channels"] or 0) * info["partners"] * (info["cells"] if kernels else 1) * 8 <= profiles.ENTRY_BYTES:
         layer = profiles.layer_profiles(lambda query, **params: budget.read(store, query, **params),
-                                        (store.uri, store.database), where["model"], where["completed"],
-                                        where["layer"], rel, side, kernels)
+                                        (store.uri, store.database), info["model"], info["completed"],
+                                        info["layer"], rel, side, kernels)
         if not layer.has_profile(uid):
             raise nothing
         return [{**_unit(row), "cosine": cosine, "partners": partners}
                 for row, cosine, partners in layer.most_similar(uid, k)]
-    # a layer too large to hold: one pass over its edges in the server (kernels of different
-    # shapes from one partner count as not overlapping there)
+    # a layer too large to hold: one pass over its edges in the server (there a partner's kernels
+    # of different shapes add nothing to the dot product)
     rows = budget.read(store, cypher.profile_query(rel, side), uid=uid)
     value = "kernel" if kernels else "sum"
     profile = {row["partner"]: row[value] for row in rows if row["partner"] is not None}
     norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(v, dtype=np.float64))) for v in profile.values())))
     if norm == 0:
         raise nothing
-    found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=where["model"],
-                        layer=where["layer"], profile=profile, norm=norm, limit=k)
+    found = budget.read(store, cypher.similar_query(rel, side, kernels), uid=uid, model=info["model"],
+                        layer=info["layer"], profile=profile, norm=norm, limit=k)
     return [{**_unit(row["unit"]), "cosine": row["cosine"], "partners": row["partners"]} for row in found]
 
 

@@ -416,12 +416,10 @@ def units_query(where: str) -> str:
     return f"MATCH (n:Neuron) WHERE {where}\nRETURN {unit_map('n')} AS unit\nORDER BY unit.model, unit.layer, unit.channel LIMIT $limit"
 
 
-UNITS_BY_UID = f"UNWIND $uids AS uid MATCH (n:Neuron {{uid: uid}}) RETURN {unit_map('n')} AS unit"
-
-
 def adjacency_query(rel_type: str, source_where: str, target_where: str, kernels: bool) -> str:
     """Edges from neurons meeting ``source_where`` (variable ``a``) to neurons meeting
-    ``target_where`` (``b``) with |sum| >= $min_abs and |rel_in| >= $min_rel, strongest first."""
+    ``target_where`` (``b``) with |sum| >= $min_abs and |rel_in| >= $min_rel, strongest first,
+    each with both ends' unit rows (one round trip for the three tables)."""
     assert rel_type in EDGE_TYPES
     kernel = ", r.kernel AS kernel, r.kh AS kh, r.kw AS kw" if kernels else ""
     return f"""
@@ -429,7 +427,7 @@ MATCH (a:Neuron)-[r:{rel_type}]->(b:Neuron)
 WHERE {source_where} AND {target_where} AND abs(r.sum) >= $min_abs AND r.rel_in >= $min_rel
       AND {_SIGN.format(r='r')}
 RETURN a.uid AS source, b.uid AS target, r.sum AS sum, r.l2 AS l2, {_signed('r', 'rel_in')} AS rel_in,
-       {_signed('r', 'rel_out')} AS rel_out{kernel}
+       {_signed('r', 'rel_out')} AS rel_out{kernel}, {unit_map('a')} AS source_unit, {unit_map('b')} AS target_unit
 ORDER BY abs(sum) DESC, source, target LIMIT $limit
 """
 
@@ -505,7 +503,8 @@ def similar_query(rel_type: str, side: str, kernels: bool) -> str:
     pattern = f"(y)<-[r:{rel_type}]-(p)" if side == "inputs" else f"(y)-[r:{rel_type}]->(p)"
     if kernels:
         value = "r.kernel"
-        terms = ("CASE WHEN q IS NULL THEN 0.0 ELSE reduce(s = 0.0, i IN range(0, size(q) - 1) | s + q[i] * w[i]) END",
+        terms = ("CASE WHEN q IS NULL OR size(q) <> size(w) THEN 0.0 "
+                 "ELSE reduce(s = 0.0, i IN range(0, size(q) - 1) | s + q[i] * w[i]) END",
                  "reduce(s = 0.0, v IN w | s + v * v)")
     else:
         value = "r.sum"
