@@ -20,6 +20,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers sharing the 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the processes the tests start (torch here is loaded)
 
 
+# The longest test files first (their seconds in a run of 2026-12-07, two workers): workers take
+# whole files (--dist loadfile), so a long file started last would leave the others idle at the end.
+LONGEST_FIRST = ("test_faults.py", "test_server_safety.py", "test_ingest_bulk.py", "test_ingest_store.py",
+                 "test_queries_api.py", "test_featurevis.py", "test_motifs.py", "test_real_networks.py",
+                 "test_universality.py", "test_zoo_annotate.py", "test_featurevis_quality.py", "test_localserver.py",
+                 "test_bad_input.py", "test_detectors_independent.py", "test_svd.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
+
+
 @pytest.fixture(autouse=True)
 def artifacts_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test writes its plots and images to a directory of its own, not the user's."""
