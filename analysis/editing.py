@@ -26,7 +26,7 @@ import torch
 from torch import fx, nn
 
 from circuitatlas.analysis.folding import batchnorm_scale
-from circuitatlas.analysis.hooks import capture, channels_first
+from circuitatlas.analysis.hooks import capture, channels_first, is_channels_last
 from circuitatlas.errors import InvalidInput
 from circuitatlas.ingest.graphtypes import LayerGraph, Source, WeightLayer
 
@@ -95,7 +95,7 @@ def value_point(module: nn.Module, graph: LayerGraph, layer: str) -> str:
         return _called_once(graph, weight.folded_bn)
     names = dict(module.named_modules())
     if layer in names and layer != "":
-        return _called_once(graph, layer) if layer in _calls(graph) else layer
+        return _called_once(graph, layer)
     raise InvalidInput(f"layer {layer!r} is computed inside a module's forward, not by a module: edit the "
                        f"units it sums, or the block whose output it is")
 
@@ -299,7 +299,7 @@ def _sum_edits(graph: LayerGraph, layer: str, edges: list[EdgeEdit]) -> dict[str
 
 def _hook(replace: dict[int, torch.Tensor | None], scale: torch.Tensor | None):
     def hook(module, _inputs, output):
-        channels_last = isinstance(module, nn.Linear) and output.dim() == 4
+        channels_last = is_channels_last(output, module)
         out = channels_first(output, module).clone()
         if scale is not None:
             out = out * scale.to(out.dtype).to(out.device).view(1, -1, *([1] * (out.dim() - 2)))

@@ -12,7 +12,7 @@ from torch import nn
 
 from circuitatlas.errors import InvalidInput
 
-__all__ = ["capture", "run_to_layers", "channels_first"]
+__all__ = ["capture", "run_to_layers", "channels_first", "is_channels_last"]
 
 
 class _Stop(Exception):
@@ -53,10 +53,15 @@ def capture(model: nn.Module, layers: Sequence[str], stop: bool = True,
             handle.remove()
 
 
+def is_channels_last(output: torch.Tensor, module: nn.Module) -> bool:
+    """Whether ``module``'s ``output`` has its channels last: a Linear over (N, H, W, C)
+    (ConvNeXt's pointwise MLPs), where the graph stores the layer channels first."""
+    return isinstance(module, nn.Linear) and output.dim() == 4
+
+
 def channels_first(output: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """``module``'s ``output`` with its channels on dim 1, as the graph stores the layer: a Linear
-    over (N, H, W, C) (ConvNeXt's pointwise MLPs) has them last."""
-    return output.permute(0, 3, 1, 2) if isinstance(module, nn.Linear) and output.dim() == 4 else output
+    """``module``'s ``output`` with its channels on dim 1, as the graph stores the layer."""
+    return output.permute(0, 3, 1, 2) if is_channels_last(output, module) else output
 
 
 def run_to_layers(model: nn.Module, layers: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -82,12 +82,6 @@ def size(result: Any) -> int:
     return len(result)
 
 
-def _timed(call: Callable[[], Any]) -> float:
-    began = time.perf_counter()
-    call()
-    return (time.perf_counter() - began) * 1000
-
-
 def measure(atlas: Atlas, call: Callable[[Atlas, int], Any], runs: int, warmup: int) -> dict[str, Any]:
     times, sizes = [], []
     for i in range(warmup + runs):
@@ -107,8 +101,8 @@ def main() -> None:
             atlas.ingest(args.model, "bench", input_size=(3, 224, 224))
             result["setup_ingest_s"] = round(time.monotonic() - began, 1)
             # the floor under every helper on this machine today: one trivial query's round trip
-            floor = [_timed(lambda: atlas.store.read_with_timeout("RETURN 1 AS x", None)) for _ in range(102)]
-            result["round_trip"] = {"query": "RETURN 1", **latency(floor, 2)}
+            result["round_trip"] = {"query": "RETURN 1", **measure(
+                atlas, lambda a, _i: a.store.read_with_timeout("RETURN 1 AS x", None), 100, args.warmup)}
             for helper, description, call in cases("bench"):
                 add_case(result, {"helper": helper, "call": description,
                                   **measure(atlas, call, args.runs, args.warmup)},

@@ -37,9 +37,11 @@ class LayerProfiles:
     matrix: np.ndarray
     partners: np.ndarray
     norms: np.ndarray = field(init=False)
+    index: dict[str, int] = field(init=False)  # uid -> row
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norms", np.sqrt(np.einsum("ij,ij->i", self.matrix, self.matrix)))
+        object.__setattr__(self, "index", {unit["uid"]: i for i, unit in enumerate(self.units)})
 
     @property
     def nbytes(self) -> int:
@@ -47,16 +49,12 @@ class LayerProfiles:
 
     def has_profile(self, uid: str) -> bool:
         """Whether ``uid`` is one of the units and has a non-zero profile."""
-        index = self._index(uid)
-        return index is not None and bool(self.norms[index] > 0)
-
-    def _index(self, uid: str) -> int | None:
-        return next((i for i, unit in enumerate(self.units) if unit["uid"] == uid), None)
+        return uid in self.index and bool(self.norms[self.index[uid]] > 0)
 
     def most_similar(self, uid: str, k: int) -> list[tuple[dict[str, Any], float, int]]:
         """The ``k`` other units whose profile has the largest cosine with ``uid``'s (ties by
         uid), leaving out units whose profile is zero: (unit row, cosine, partners)."""
-        index = self._index(uid)
+        index = self.index[uid]
         norms = self.norms
         own = self.matrix[index]
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -266,9 +266,6 @@ def test_a_module_called_twice_is_not_hooked():
             return self.other(self.bn(self.conv(x))) + self.bn(x)
 
     net = Twice().eval()
-    try:
-        graph = build_layer_graph(net, (3, 8, 8), lenient=True)
-    except Exception:  # a tracer that refuses the shared BatchNorm outright is as good
-        return
+    graph = build_layer_graph(net, (3, 8, 8), lenient=True)
     with pytest.raises(InvalidInput, match="more than once"):
         edited_module(net, graph, EditSpec(ablations=[Ablation("conv", 0)]))
