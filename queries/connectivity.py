@@ -113,6 +113,18 @@ def _capped(rows: list, limit: int, what: str) -> tuple[list, bool]:
     return rows[:limit], True
 
 
+def _kernel_arrays(flat: list[list[float]], kh: list[int], kw: list[int]) -> list[np.ndarray]:
+    """Flat kernels as float32 (kh, kw) arrays, converted a shape at a time (views of one block)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(zip(kh, kw)):
+        by_shape.setdefault(shape, []).append(i)
+    out: list[np.ndarray] = [np.empty(0, np.float32)] * len(flat)
+    for (h, w), at in by_shape.items():
+        for i, kernel in zip(at, np.asarray([flat[i] for i in at], dtype=np.float32).reshape(-1, h, w)):
+            out[i] = kernel
+    return out
+
+
 def _sign(sign: str | None) -> int:
     if sign not in SIGNS:
         raise InvalidInput(f"sign must be '+', '-' or None, not {sign!r}")
@@ -190,16 +202,17 @@ def adjacency(store: Store, sources: UnitsLike, targets: UnitsLike, kind: str = 
     source_text, source_params = where(_canonical(store, sources), "a", "s")
     target_text, target_params = where(_canonical(store, targets), "b", "t")
     budget = _Budget(timeout)
-    rows = budget.read(store, cypher.adjacency_query(rel, source_text, target_text, kernels),
-                       min_rel=_fraction("min_rel", min_rel), min_abs=checks.real("min_abs", min_abs, 0.0),
-                       sign=_sign(sign), limit=limit + 1, **source_params, **target_params)
-    edges, truncated = _capped(rows, limit, "adjacency")
-    by_uid = {}
-    for edge in edges:
-        for end in ("source", "target"):
-            by_uid.setdefault(edge[end], _unit(edge.pop(f"{end}_unit")))
-        if kernels:
-            edge["kernel"] = np.asarray(edge["kernel"], dtype=np.float32).reshape(edge["kh"], edge["kw"])
+    row = budget.read(store, cypher.adjacency_query(rel, source_text, target_text, kernels),
+                      min_rel=_fraction("min_rel", min_rel), min_abs=checks.real("min_abs", min_abs, 0.0),
+                      sign=_sign(sign), limit=limit + 1, **source_params, **target_params)[0]
+    columns = ("source", "target", "sum", "l2", "rel_in", "rel_out")
+    edges = [dict(zip(columns, values)) for values in zip(*(row[c] for c in columns))]
+    if kernels:
+        arrays = _kernel_arrays(row["kernel"], row["kh"], row["kw"])
+        for edge, kernel, kh, kw in zip(edges, arrays, row["kh"], row["kw"]):
+            edge["kernel"], edge["kh"], edge["kw"] = kernel, kh, kw
+    edges, truncated = _capped(edges, limit, "adjacency")
+    by_uid = {unit["uid"]: _unit(unit) for unit in row["source_units"] + row["target_units"]}
     sources, targets = ([by_uid[u] for u in sorted({e[side] for e in edges}, key=names.parse_neuron_uid)]
                         for side in ("source", "target"))
     return Adjacency(sources, targets, edges, kind, truncated)

@@ -419,16 +419,20 @@ def units_query(where: str) -> str:
 def adjacency_query(rel_type: str, source_where: str, target_where: str, kernels: bool) -> str:
     """Edges from neurons meeting ``source_where`` (variable ``a``) to neurons meeting
     ``target_where`` (``b``) with |sum| >= $min_abs and |rel_in| >= $min_rel, strongest first,
-    each with both ends' unit rows (one round trip for the three tables)."""
+    as one row of aligned columns (a record per edge costs the driver more than the edge), with
+    both ends' unit rows once each (one round trip for the three tables)."""
     assert rel_type in EDGE_TYPES
-    kernel = ", r.kernel AS kernel, r.kh AS kh, r.kw AS kw" if kernels else ""
+    kernel = ", collect(r.kernel) AS kernel, collect(r.kh) AS kh, collect(r.kw) AS kw" if kernels else ""
     return f"""
 MATCH (a:Neuron)-[r:{rel_type}]->(b:Neuron)
 WHERE {source_where} AND {target_where} AND abs(r.sum) >= $min_abs AND r.rel_in >= $min_rel
       AND {_SIGN.format(r='r')}
-RETURN a.uid AS source, b.uid AS target, r.sum AS sum, r.l2 AS l2, {_signed('r', 'rel_in')} AS rel_in,
-       {_signed('r', 'rel_out')} AS rel_out{kernel}, {unit_map('a')} AS source_unit, {unit_map('b')} AS target_unit
-ORDER BY abs(sum) DESC, source, target LIMIT $limit
+WITH a, b, r ORDER BY abs(r.sum) DESC, a.uid, b.uid LIMIT $limit
+WITH collect(a.uid) AS source, collect(b.uid) AS target, collect(r.sum) AS sum, collect(r.l2) AS l2,
+     collect({_signed('r', 'rel_in')}) AS rel_in, collect({_signed('r', 'rel_out')}) AS rel_out{kernel},
+     collect(DISTINCT a) AS a_units, collect(DISTINCT b) AS b_units
+RETURN source, target, sum, l2, rel_in, rel_out{", kernel, kh, kw" if kernels else ""},
+       [a IN a_units | {unit_map('a')}] AS source_units, [b IN b_units | {unit_map('b')}] AS target_units
 """
 
 
@@ -541,8 +545,9 @@ _DETAIL = (", r.kernel AS kernel, r.kh AS kh, r.kw AS kw, p.layer AS layer, p.ch
 
 def circuit_step(rel_type: str, kernels: bool) -> str:
     """The inputs of each neuron in $uids at least $min_rel of its strongest input (the $limit
-    strongest over all of them), one row per target: source uids, edge statistics
-    ``[sum, l1, l2, max, min, kh, kw]`` and kernels (when asked), aligned."""
+    strongest over all of them) as one row of aligned columns: ``target`` and ``source`` uids,
+    ``sum``, ``rel_in`` (stored, unsigned), ``l1``, ``l2``, ``max``, ``min``, ``kh``, ``kw`` and
+    flat kernels (when asked; else an empty list)."""
     assert rel_type in EDGE_TYPES
     return f"""
 UNWIND $uids AS uid
@@ -550,9 +555,9 @@ MATCH (b:Neuron {{uid: uid}})
 MATCH (a)-[r:{rel_type}]->(b)
 WHERE r.sum <> 0 AND r.rel_in >= $min_rel AND {_SIGN.format(r='r')}
 WITH uid, a, r ORDER BY r.rel_in DESC LIMIT $limit
-RETURN uid AS target, max(abs(r.sum) / r.rel_in) AS b_in, collect(a.uid) AS sources,
-       collect([r.sum, r.l1, r.l2, r.max, r.min, r.kh, r.kw]) AS stats,
-       {"collect(r.kernel)" if kernels else "[]"} AS kernels
+RETURN collect(uid) AS target, collect(a.uid) AS source, collect(r.sum) AS sum, collect(r.rel_in) AS rel_in,
+       collect(r.l1) AS l1, collect(r.l2) AS l2, collect(r.max) AS max, collect(r.min) AS min,
+       collect(r.kh) AS kh, collect(r.kw) AS kw, {"collect(r.kernel)" if kernels else "[]"} AS kernel
 """
 
 

@@ -21,6 +21,7 @@ from circuitatlas.queries.connectivity import (
     _Budget,
     _check_limit,
     _fraction,
+    _kernel_arrays,
     _sign,
     _uid,
     resolve_kind,
@@ -57,27 +58,40 @@ def circuit(store: Store, target: str, depth: int = 2, min_rel: float = 0.3, kin
     frontier = [uid]
     for step in range(1, depth + 1):
         left = limit - g.number_of_edges()
-        rows = budget.read(store, cypher.circuit_step(rel, kernels), uids=frontier,
-                           min_rel=min_rel, sign=_sign(sign), limit=left + 1)
-        edges = [(a, row["target"], row["b_in"], stats, row["kernels"][i] if kernels else None)
-                 for row in rows for i, (a, stats) in enumerate(zip(row["sources"], row["stats"]))]
-        if len(edges) > left:
+        step_edges = _circuit_edges(budget.read(store, cypher.circuit_step(rel, kernels), uids=frontier,
+                                                min_rel=min_rel, sign=_sign(sign), limit=left + 1)[0], kernels)
+        if len(step_edges) > left:
             warnings.warn(f"circuit: stopped at limit={limit} edges (strongest first at each step); "
                           "pass a larger limit or min_rel", Truncated, stacklevel=2)
-            edges = sorted(edges, key=lambda e: -abs(e[3][0]) / e[2])[:left]
-        new = sorted({a for a, *_ in edges} - set(g))
+            step_edges = sorted(step_edges, key=lambda e: -abs(e[2]["rel_in"]))[:left]
+        new = sorted({a for a, _, _ in step_edges} - set(g))
         for row in budget.read(store, cypher.UNITS_PROPERTIES, uids=new):
             g.add_node(row["props"]["uid"], **row["props"], depth=step)
-        for a, b, strongest, (total, l1, l2, high, low, kh, kw), kernel in edges:
-            edge = {"sum": total, "l1": l1, "l2": l2, "max": high, "min": low, "kh": kh, "kw": kw,
-                    "rel_in": total / strongest}
-            if kernel is not None:
-                edge["kernel"] = np.asarray(kernel, dtype=np.float32).reshape(kh, kw)
-            g.add_edge(a, b, **edge)
+        g.add_edges_from(step_edges)
         frontier = new
         if len(g.edges) >= limit or not frontier:
             break
     return g
+
+
+def _circuit_edges(row: dict[str, Any], kernels: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """One step of :func:`circuit` from its columns: ``(source, target, attributes)`` per edge, with
+    ``rel_in`` signed over the target's strongest input (one divisor per target, read off its
+    edges as |sum| / stored rel_in) and kernels as (kh, kw) arrays."""
+    targets = row["target"]
+    total, stored = np.asarray(row["sum"], dtype=np.float64), np.asarray(row["rel_in"], dtype=np.float64)
+    index: dict[str, int] = {}
+    at = np.fromiter((index.setdefault(t, len(index)) for t in targets), dtype=np.int64, count=len(targets))
+    strongest = np.zeros(len(index))
+    np.maximum.at(strongest, at, np.abs(total) / np.where(stored > 0, stored, 1.0))
+    rel = (total / strongest[at]).tolist() if total.size else []
+    edges = [{"sum": s, "l1": l1, "l2": l2, "max": hi, "min": lo, "kh": kh, "kw": kw, "rel_in": r}
+             for s, l1, l2, hi, lo, kh, kw, r in zip(row["sum"], row["l1"], row["l2"], row["max"], row["min"],
+                                                     row["kh"], row["kw"], rel)]
+    if kernels:
+        for edge, kernel in zip(edges, _kernel_arrays(row["kernel"], row["kh"], row["kw"])):
+            edge["kernel"] = kernel
+    return list(zip(row["source"], targets, edges))
 
 
 def paths(store: Store, source: str, target: str, max_len: int = 3, k: int = 10, kind: str = "auto",
