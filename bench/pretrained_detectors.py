@@ -78,6 +78,7 @@ def main() -> None:
                 run = {"kind": kind, "layers": layers, "found": len(found),
                        "seconds": round(time.monotonic() - began, 1),
                        "motifs": [{"score": m.score, "p_value": m.p_value, "members": len(m.members),
+                                   "member_roles": {name: info["role"] for name, info in m.members.items()},
                                    "roles": sorted({i["role"] for i in m.members.values()}),
                                    "params": {k: v for k, v in m.params.items() if k in
                                               ("probes", "mirror_cosine", "excite_similar", "inhibit_opposite",

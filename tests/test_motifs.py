@@ -103,6 +103,24 @@ def test_shuffled_weights_give_nothing(detector):
     assert reported <= runs * 0.05
 
 
+def test_shuffle_inputs_keeps_each_targets_inputs():
+    """The superposition null: every target (row) keeps its own kernels, reassigned among its
+    inputs; rows are shuffled independently, and over many shuffles every position is reached."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((5, 7, 3, 3))
+    seen = np.zeros((5, 7, 7), dtype=bool)  # (target, original input, position it went to)
+    for _ in range(300):
+        out = M.shuffle_inputs(W, rng)
+        assert out.shape == W.shape
+        for b in range(5):
+            went = [int(np.flatnonzero((W[b] == out[b, j]).all(axis=(1, 2)))[0]) for j in range(7)]
+            assert sorted(went) == list(range(7))  # a permutation of the row's own kernels
+            seen[b, went, range(7)] = True
+    assert seen.all()
+    sums = M.shuffle_inputs(W.sum(axis=(2, 3)), rng)  # kernel sums (out, in) too
+    assert np.allclose(np.sort(sums, axis=1), np.sort(W.sum(axis=(2, 3)), axis=1))
+
+
 def test_stored_motifs_replace_and_drop(atlas, cli_env):
     atlas.ingest("planted:mixed", "mx", input_size=(3, 33, 33), expanded=False)
     for _ in range(2):

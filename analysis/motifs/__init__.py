@@ -15,7 +15,7 @@ One module per family: :mod:`.common` (:class:`Motif`, the null), :mod:`.equivar
 :mod:`.flip`, :mod:`.union`, :mod:`.superposition`.
 """
 
-from circuitatlas.analysis.motifs.common import Findings, Motif, mirror_angle, shuffle_weights
+from circuitatlas.analysis.motifs.common import Findings, Motif, mirror_angle, shuffle_inputs, shuffle_weights
 from circuitatlas.analysis.motifs.equivariance import (
     kernel_rotation,
     orientation_families,
@@ -35,4 +35,4 @@ from circuitatlas.analysis.motifs.union import union_candidates, union_over_case
 __all__ = ["Motif", "Findings", "orientation_families", "predicted_tuning", "rotation_equivariance",
            "kernel_rotation", "union_over_cases", "union_candidates", "superposition", "flip_equivariance",
            "mirror_pairs", "mirror_similarity", "mirror_map", "mirror_map_from_tuning", "mirror_angle",
-           "shuffle_weights"]
+           "shuffle_weights", "shuffle_inputs"]

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Motif", "Findings", "mirror_angle", "shuffle_weights", "kernel_sums", "permutation_null",
+__all__ = ["Motif", "Findings", "mirror_angle", "shuffle_weights", "shuffle_inputs", "kernel_sums", "permutation_null",
            "permutation_p_values", "null_summary"]
 
 
@@ -69,6 +69,14 @@ def shuffle_weights(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return flat[rng.permutation(out * inp)].reshape(W.shape)
 
 
+def shuffle_inputs(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each target's kernels reassigned among its inputs, independently per target (out, in, ...):
+    a null that keeps every target's own distribution of input weights (how many strong inputs
+    it has, their signs and sizes) and breaks only which units they come from."""
+    order = np.argsort(rng.random(W.shape[:2]), axis=1)
+    return W[np.arange(W.shape[0])[:, None], order]
+
+
 def kernel_sums(W: np.ndarray) -> np.ndarray:
     """Each kernel's sum (out, in) as float64, from (out, in, kh, kw) kernels or (out, in) sums."""
     return np.asarray(W.sum(axis=(2, 3)) if W.ndim == 4 else W, dtype=np.float64)
@@ -79,10 +87,12 @@ def _p_value(observed: float, null_max: np.ndarray) -> float:
 
 
 def permutation_null(statistic: Callable[..., float], weights: Sequence[np.ndarray], n_perm: int,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator,
+                     shuffle: Callable[[np.ndarray, np.random.Generator], np.ndarray] = shuffle_weights) -> np.ndarray:
     """The best candidate's score in each of ``n_perm`` shuffles of ``weights`` (each shuffled with
-    :func:`shuffle_weights`, in order): the null distribution of the max statistic."""
-    return np.array([statistic(*(shuffle_weights(w, rng) for w in weights)) for _ in range(n_perm)])
+    ``shuffle``, :func:`shuffle_weights` unless given, in order): the null distribution of the max
+    statistic."""
+    return np.array([statistic(*(shuffle(w, rng) for w in weights)) for _ in range(n_perm)])
 
 
 def null_summary(observed: Sequence[float], null_max: np.ndarray) -> dict:
