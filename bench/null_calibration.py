@@ -1,0 +1,85 @@
+"""Are the permutation nulls calibrated? How often the flip and superposition tests report
+anything at ``alpha`` on weights with no structure left: it should be about ``alpha``, not more.
+Prints JSON (``--out`` also writes it).
+
+    python bench/null_calibration.py [--out bench/results/null-calibration-2core.json]
+
+- flip_equivariance: the ``edges`` layer of ``planted_gabor`` networks after ``planted_gabor.shuffled``
+  (seeds 1000-1499: outside the detector benchmark's development and held-out ranges), tested
+  from the image (one step of the chain);
+- superposition: the kernel sums between the two detector layers of each generator's
+  development networks (seeds 0-9), every entry shuffled, 25 times a network; the probe
+  responses of the network's own units are kept, so the tuning mask the detector uses is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from circuitatlas.analysis import motifs as M
+from circuitatlas.analysis import planted, planted_gabor
+from circuitatlas.analysis.motifs.common import kernel_sums
+from circuitatlas.analysis.motifs.runs import probe_classes
+from circuitatlas.benchmarking import machine
+from circuitatlas.jobs.motifs import ModuleInputs
+
+ALPHA, N_PERM = 0.01, 200
+
+
+def flip_runs(seeds: range) -> dict:
+    reporting = 0
+    for seed in seeds:
+        shuffled = planted_gabor.shuffled(planted_gabor.build(seed), 10_000 + seed).module
+        weights = dict(shuffled.named_modules())["edges"].weight.detach().numpy()
+        found = M.flip_equivariance(weights, None, None, ("input", "edges"), n_perm=N_PERM, alpha=ALPHA, seed=seed)
+        reporting += bool(found)
+    return {"networks": f"planted_gabor {seeds.start}-{seeds.stop - 1}, shuffled", "runs": len(seeds),
+            "reporting": reporting, "rate": reporting / len(seeds)}
+
+
+def superposition_runs(seeds: range, shuffles: int) -> dict:
+    reporting = runs = 0
+    for name in ("planted", "planted_gabor"):
+        for seed in seeds:
+            if name == "planted":
+                net, layers = planted.build("mixed", seed=seed, noise=0.05), ("mid", "high")
+            else:
+                net, layers = planted_gabor.build(seed), ("edges", "project")
+            inputs = ModuleInputs(net.module, tuple(net.truth["input_size"]))
+            sums = kernel_sums(inputs.weights(*layers))
+            probe = inputs.tuning(layers[0]).params.get("probe")
+            classes_in, classes = (probe_classes(inputs.tuning(layer, [probe] if probe else None)) for layer in layers)
+            rng = np.random.default_rng(5_000 + seed)
+            for i in range(shuffles):
+                flat = sums.ravel().copy()
+                rng.shuffle(flat)
+                found = M.superposition(flat.reshape(sums.shape), classes, layers, class_responses_in=classes_in,
+                                        n_perm=N_PERM, alpha=ALPHA, seed=100 * seed + i)
+                reporting += bool(found)
+                runs += 1
+    return {"networks": f"planted and planted_gabor {seeds.start}-{seeds.stop - 1}, {shuffles} shuffles each",
+            "runs": runs, "reporting": reporting, "rate": reporting / runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    began = time.monotonic()
+    result = {"benchmark": "null_calibration", "machine": machine(), "alpha": ALPHA, "n_perm": N_PERM,
+              "flip_equivariance": flip_runs(range(1000, 1500)),
+              "superposition": superposition_runs(range(10), 25)}
+    result["total_s"] = round(time.monotonic() - began, 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
