@@ -86,7 +86,7 @@ def _pair_members(pairs: list[list[str]]) -> dict:
 GENERATORS = {"planted": (_planted, (3, 33, 33)), "planted_gabor": (_gabor, (3, 40, 40))}
 
 
-def _shuffled(name: str, module: nn.Module, seed: int) -> nn.Module:
+def shuffled_network(name: str, module: nn.Module, seed: int) -> nn.Module:
     """The kernels of every layer that holds planted weights reassigned to random (out, in)
     pairs (the null of every detector): every conv of planted.py; planted_gabor's own shuffle
     (edges, project, top: the bottleneck's copy and blur stay, so that the weights between
@@ -180,7 +180,7 @@ def main() -> None:
             for seed in seeds:
                 module, truth, layers = make(seed)
                 runs.append(_score_network(module, truth, layers, size, seed))
-                nulls.append(_score_network(_shuffled(name, module, seed), {}, layers, size, seed))
+                nulls.append(_score_network(shuffled_network(name, module, seed), {}, layers, size, seed))
                 print(json.dumps({"generator": name, "set": label, "seed": seed,
                                   "real": {k: (v["planted_found"], v["hits"], v["reported"], v["planted"])
                                            for k, v in runs[-1].items()},

@@ -7,9 +7,14 @@ Prints JSON (``--out`` also writes it).
 - flip_equivariance: the ``edges`` layer of ``planted_gabor`` networks after ``planted_gabor.shuffled``
   (seeds 1000-1499: outside the detector benchmark's development and held-out ranges), tested
   from the image (one step of the chain);
-- superposition: the kernel sums between the two detector layers of each generator's
-  development networks (seeds 0-9), every entry shuffled, 25 times a network; the probe
-  responses of the network's own units are kept, so the tuning mask the detector uses is real.
+- superposition, weights only: the kernel sums between the two detector layers of each
+  generator's development networks (seeds 0-9), every entry shuffled, 25 times a network; the
+  probe responses of the network's own units are kept (so the tuning mask is a real network's,
+  though no longer caused by these weights);
+- superposition, whole networks: each generator's networks at seeds 1000-1199 with every planted
+  layer shuffled (as ``bench/detectors.py`` does), probe responses measured again on the
+  shuffled network, so that tuning follows the shuffled weights as it would in a real one; with
+  the default null and with ``stratify_null``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from circuitatlas.analysis import motifs as M
 from circuitatlas.analysis import planted, planted_gabor
 from circuitatlas.analysis.motifs.common import kernel_sums
-from circuitatlas.analysis.motifs.runs import probe_classes
+from circuitatlas.analysis.motifs.runs import run_detector, superposition_inputs
 from circuitatlas.benchmarking import machine
 from circuitatlas.jobs.motifs import ModuleInputs
 
@@ -51,19 +56,34 @@ def superposition_runs(seeds: range, shuffles: int) -> dict:
             else:
                 net, layers = planted_gabor.build(seed), ("edges", "project")
             inputs = ModuleInputs(net.module, tuple(net.truth["input_size"]))
-            sums = kernel_sums(inputs.weights(*layers))
-            probe = inputs.tuning(layers[0]).params.get("probe")
-            classes_in, classes = (probe_classes(inputs.tuning(layer, [probe] if probe else None)) for layer in layers)
+            weights, classes, classes_in = superposition_inputs(inputs, list(layers))
+            sums = kernel_sums(weights)
             rng = np.random.default_rng(5_000 + seed)
             for i in range(shuffles):
-                flat = sums.ravel().copy()
-                rng.shuffle(flat)
-                found = M.superposition(flat.reshape(sums.shape), classes, layers, class_responses_in=classes_in,
+                found = M.superposition(M.shuffle_weights(sums, rng), classes, layers, class_responses_in=classes_in,
                                         n_perm=N_PERM, alpha=ALPHA, seed=100 * seed + i)
                 reporting += bool(found)
                 runs += 1
     return {"networks": f"planted and planted_gabor {seeds.start}-{seeds.stop - 1}, {shuffles} shuffles each",
             "runs": runs, "reporting": reporting, "rate": reporting / runs}
+
+
+def superposition_module_runs(seeds: range, **options: object) -> dict:
+    from detectors import shuffled_network  # bench/detectors.py, beside this file
+
+    reporting = runs = 0
+    for name in ("planted", "planted_gabor"):
+        for seed in seeds:
+            if name == "planted":
+                net, layers = planted.build("mixed", seed=seed, noise=0.05), ["mid", "high"]
+            else:
+                net, layers = planted_gabor.build(seed), ["edges", "project"]
+            inputs = ModuleInputs(shuffled_network(name, net.module, seed), tuple(net.truth["input_size"]))
+            found = run_detector("superposition", inputs, layers, n_perm=N_PERM, alpha=ALPHA, seed=seed, **options)
+            reporting += bool(found)
+            runs += 1
+    return {"networks": f"planted and planted_gabor {seeds.start}-{seeds.stop - 1}, shuffled, tuning measured again",
+            "options": options, "runs": runs, "reporting": reporting, "rate": reporting / runs}
 
 
 def main() -> None:
@@ -73,7 +93,10 @@ def main() -> None:
     began = time.monotonic()
     result = {"benchmark": "null_calibration", "machine": machine(), "alpha": ALPHA, "n_perm": N_PERM,
               "flip_equivariance": flip_runs(range(1000, 1500)),
-              "superposition": superposition_runs(range(10), 25)}
+              "superposition": superposition_runs(range(10), 25),
+              "superposition_shuffled_networks": superposition_module_runs(range(1000, 1200)),
+              "superposition_shuffled_networks_stratified": superposition_module_runs(range(1000, 1200),
+                                                                                      stratify_null=True)}
     result["total_s"] = round(time.monotonic() - began, 1)
     text = json.dumps(result, indent=2)
     print(text)

@@ -116,7 +116,7 @@ def _capped(rows: list, limit: int, what: str) -> tuple[list, bool]:
 def _kernel_arrays(flat: list[list[float]], kh: list[int], kw: list[int]) -> list[np.ndarray]:
     """Flat kernels as float32 (kh, kw) arrays, converted a shape at a time (views of one block)."""
     by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, shape in enumerate(zip(kh, kw)):
+    for i, shape in enumerate(zip(kh, kw, strict=True)):
         by_shape.setdefault(shape, []).append(i)
     out: list[np.ndarray] = [np.empty(0, np.float32)] * len(flat)
     for (h, w), at in by_shape.items():
@@ -206,10 +206,10 @@ def adjacency(store: Store, sources: UnitsLike, targets: UnitsLike, kind: str = 
                       min_rel=_fraction("min_rel", min_rel), min_abs=checks.real("min_abs", min_abs, 0.0),
                       sign=_sign(sign), limit=limit + 1, **source_params, **target_params)[0]
     columns = ("source", "target", "sum", "l2", "rel_in", "rel_out")
-    edges = [dict(zip(columns, values)) for values in zip(*(row[c] for c in columns))]
+    edges = [dict(zip(columns, values)) for values in zip(*(row[c] for c in columns), strict=True)]
     if kernels:
         arrays = _kernel_arrays(row["kernel"], row["kh"], row["kw"])
-        for edge, kernel, kh, kw in zip(edges, arrays, row["kh"], row["kw"]):
+        for edge, kernel, kh, kw in zip(edges, arrays, row["kh"], row["kw"], strict=True):
             edge["kernel"], edge["kh"], edge["kw"] = kernel, kh, kw
     edges, truncated = _capped(edges, limit, "adjacency")
     by_uid = {unit["uid"]: _unit(unit) for unit in row["source_units"] + row["target_units"]}

@@ -554,7 +554,7 @@ UNWIND $uids AS uid
 MATCH (b:Neuron {{uid: uid}})
 MATCH (a)-[r:{rel_type}]->(b)
 WHERE r.sum <> 0 AND r.rel_in >= $min_rel AND {_SIGN.format(r='r')}
-WITH uid, a, r ORDER BY r.rel_in DESC LIMIT $limit
+WITH uid, a, r ORDER BY r.rel_in DESC, uid, a.uid LIMIT $limit
 RETURN collect(uid) AS target, collect(a.uid) AS source, collect(r.sum) AS sum, collect(r.rel_in) AS rel_in,
        collect(r.l1) AS l1, collect(r.l2) AS l2, collect(r.max) AS max, collect(r.min) AS min,
        collect(r.kh) AS kh, collect(r.kw) AS kw, {"collect(r.kernel)" if kernels else "[]"} AS kernel

@@ -87,11 +87,11 @@ def _circuit_edges(row: dict[str, Any], kernels: bool) -> list[tuple[str, str, d
     rel = (total / strongest[at]).tolist() if total.size else []
     edges = [{"sum": s, "l1": l1, "l2": l2, "max": hi, "min": lo, "kh": kh, "kw": kw, "rel_in": r}
              for s, l1, l2, hi, lo, kh, kw, r in zip(row["sum"], row["l1"], row["l2"], row["max"], row["min"],
-                                                     row["kh"], row["kw"], rel)]
+                                                     row["kh"], row["kw"], rel, strict=True)]
     if kernels:
-        for edge, kernel in zip(edges, _kernel_arrays(row["kernel"], row["kh"], row["kw"])):
+        for edge, kernel in zip(edges, _kernel_arrays(row["kernel"], row["kh"], row["kw"]), strict=True):
             edge["kernel"] = kernel
-    return list(zip(row["source"], targets, edges))
+    return list(zip(row["source"], targets, edges, strict=True))
 
 
 def paths(store: Store, source: str, target: str, max_len: int = 3, k: int = 10, kind: str = "auto",

@@ -119,6 +119,41 @@ def test_shuffle_inputs_keeps_each_targets_inputs():
     assert seen.all()
     sums = M.shuffle_inputs(W.sum(axis=(2, 3)), rng)  # kernel sums (out, in) too
     assert np.allclose(np.sort(sums, axis=1), np.sort(W.sum(axis=(2, 3)), axis=1))
+    strata = rng.random((5, 7)) < 0.4  # with strata, kernels move only within a target's stratum
+    S = W.sum(axis=(2, 3))
+    moved = np.zeros((5, 7), dtype=bool)
+    for _ in range(200):
+        out = M.shuffle_inputs(S, rng, strata)
+        for b in range(5):
+            for mark in (True, False):
+                assert sorted(out[b, strata[b] == mark]) == sorted(S[b, strata[b] == mark])
+        moved |= out != S
+    both = [(b, a) for b in range(5) for a in range(7) if (strata[b] == strata[b, a]).sum() > 1]
+    assert all(moved[b, a] for b, a in both)  # every kernel with a stratum-mate moves sometimes
+
+
+def test_superposition_carrier_share_counts_clear_inputs_only():
+    """A carrier whose share of its input is diluted by many small weights is still found (the
+    share is taken among the target's clear inputs); a target the unit drives as its strongest
+    input is no carrier; a unit that mostly inhibits is reported with its excitatory share."""
+    A, B, feature = 12, 6, 0
+    s = np.zeros((B, A))
+    for b in range(4):  # carriers: one strong input of their own, the feature at 0.25, small noise
+        s[b] = 0.06
+        s[b, 1 + b], s[b, feature] = 1.0, 0.25
+    s[4, feature], s[4, 7] = 1.0, 0.3  # the feature is this target's strongest input: no carrier
+    s[5, 8] = 1.0
+    responds = np.ones((2, B))  # every target responds to both classes, the feature's among them
+    prefers = np.zeros((2, A))
+    prefers[0] = 1.0
+    found = M.superposition(s, responds, ("a", "b"), class_responses_in=prefers, n_perm=200, alpha=0.01)
+    assert len(found) == 1, found.diagnostics
+    motif = found[0]
+    assert motif.members == {"a:0": {"role": "feature"}, **{f"b:{b}": {"role": "carrier"} for b in range(4)}}
+    assert motif.p_value < 0.01 and motif.score == pytest.approx(4.0)  # four even carriers
+    # the diluted share: 0.25 of (1.0 + 0.25 + 10 x 0.06) over all positive inputs, 0.25 / 1.25 among the clear
+    assert 0.25 / 1.85 < 0.15 <= 0.25 / 1.25
+    assert motif.params["excitatory_share"] == pytest.approx(1.0)
 
 
 def test_stored_motifs_replace_and_drop(atlas, cli_env):

@@ -22,6 +22,34 @@ from circuitatlas.queries.connectivity import Truncated
 from circuitatlas.queries.criteria import Units, where
 
 
+def test_kernel_arrays_keep_order_across_shapes():
+    """Flat kernels of mixed shapes become (kh, kw) float32 arrays in their own order."""
+    flat = [[1.0] * 9, [2.0], [3.0] * 9, [4.0, 5.0], [6.0]]
+    kh, kw = [3, 1, 3, 1, 1], [3, 1, 3, 2, 1]
+    arrays = connectivity._kernel_arrays(flat, kh, kw)
+    assert [a.shape for a in arrays] == [(3, 3), (1, 1), (3, 3), (1, 2), (1, 1)]
+    assert all(a.dtype == np.float32 for a in arrays)
+    assert [float(a.flat[0]) for a in arrays] == [1.0, 2.0, 3.0, 4.0, 6.0] and arrays[3].tolist() == [[4.0, 5.0]]
+    assert connectivity._kernel_arrays([], [], []) == []
+
+
+def test_circuit_edges_divide_by_each_targets_strongest():
+    """One step's columns to edges: rel_in is signed and over each target's own strongest input
+    (|sum| / stored rel_in), whatever the other targets' strongest are."""
+    from circuitatlas.queries.paths import _circuit_edges
+    row = {"target": ["m/b:0", "m/b:0", "m/b:1"], "source": ["m/a:0", "m/a:1", "m/a:0"],
+           "sum": [2.0, -1.0, 0.5], "rel_in": [1.0, 0.5, 0.5], "l1": [2.0, 1.0, 0.5], "l2": [1.0, 0.5, 0.3],
+           "max": [1.0, 0.0, 0.5], "min": [0.0, -1.0, 0.0], "kh": [1, 1, 1], "kw": [2, 2, 2],
+           "kernel": [[1.0, 1.0], [-0.5, -0.5], [0.25, 0.25]]}
+    edges = _circuit_edges(row, kernels=True)
+    assert [(a, b) for a, b, _ in edges] == [("m/a:0", "m/b:0"), ("m/a:1", "m/b:0"), ("m/a:0", "m/b:1")]
+    assert [e["rel_in"] for _, _, e in edges] == pytest.approx([1.0, -0.5, 0.5])  # strongest 2.0, 2.0, 1.0
+    assert edges[1][2]["kernel"].tolist() == [[-0.5, -0.5]] and edges[2][2]["sum"] == 0.5
+    assert "kernel" not in _circuit_edges(row, kernels=False)[0][2]
+    empty = {key: [] for key in row}
+    assert _circuit_edges(empty, kernels=True) == []
+
+
 @pytest.fixture(scope="module")
 def graph(atlas):
     """The demo network ``t`` (direct and expanded edges, an SVD analysis written back, a few

@@ -69,12 +69,25 @@ def shuffle_weights(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return flat[rng.permutation(out * inp)].reshape(W.shape)
 
 
-def shuffle_inputs(W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def shuffle_inputs(W: np.ndarray, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
     """Each target's kernels reassigned among its inputs, independently per target (out, in, ...):
     a null that keeps every target's own distribution of input weights (how many strong inputs
-    it has, their signs and sizes) and breaks only which units they come from."""
-    order = np.argsort(rng.random(W.shape[:2]), axis=1)
-    return W[np.arange(W.shape[0])[:, None], order]
+    it has, their signs and sizes) and breaks only which units they come from. With ``strata``
+    (out, in) booleans, a target's kernels move only among the inputs of the same stratum (those
+    marked, and the rest), so that whatever the marks stand for keeps its link to the weights."""
+    out, inp = W.shape[:2]
+    keys = rng.random((out, inp))
+    if strata is not None:
+        keys = keys + 2.0 * np.asarray(strata, dtype=bool)  # sort within the stratum only
+    order = np.argsort(keys, axis=1)
+    if strata is not None:  # each stratum's positions, in order, take that stratum's shuffled kernels
+        marked = np.asarray(strata, dtype=bool)
+        places = np.argsort(marked, axis=1, kind="stable")
+        shuffled = np.empty_like(W)
+        rows = np.arange(out)[:, None]
+        shuffled[rows, places] = W[rows, order]
+        return shuffled
+    return W[np.arange(out)[:, None], order]
 
 
 def kernel_sums(W: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from circuitatlas.analysis.probes import FULL_TURN, ProbeBattery, period_of
 from circuitatlas.analysis.tuning import TuningResult, radial_tuning
 
 __all__ = ["DetectorInputs", "BatteryTuning", "DETECTORS", "run_detector", "explain", "probe_classes", "PAIR_KEYS",
+           "superposition_inputs",
            "N_CLASSES"]
 
 PAIR_KEYS = ("min_similarity", "min_margin", "min_selectivity", "orientation_tolerance")
@@ -140,11 +141,19 @@ def _union(inputs: DetectorInputs, layers: list[str], common: dict) -> M.Finding
                               inputs.weights(layers[1], layers[2]), inputs.tuning(layers[1]), tuple(layers), **common)
 
 
-def _superposition(inputs: DetectorInputs, layers: list[str], common: dict) -> M.Findings:
+def superposition_inputs(inputs: DetectorInputs, layers: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the superposition detector reads between two layers: the weights (B, A, kh, kw) and
+    each layer's responses to the classes of one stimulus set, the first layer's probe
+    (``class_responses`` of B, then of A)."""
     probe = inputs.tuning(layers[0]).params.get("probe")  # one stimulus set for both layers' classes
     among = [probe] if probe else None
     classes_in, classes = (probe_classes(inputs.tuning(layer, among)) for layer in layers)
-    return M.superposition(inputs.weights(*layers), classes, tuple(layers), class_responses_in=classes_in, **common)
+    return inputs.weights(*layers), classes, classes_in
+
+
+def _superposition(inputs: DetectorInputs, layers: list[str], common: dict) -> M.Findings:
+    weights, classes, classes_in = superposition_inputs(inputs, layers)
+    return M.superposition(weights, classes, tuple(layers), class_responses_in=classes_in, **common)
 
 
 # motif kind -> its run (names.MOTIF_LAYERS says how many layers each takes)

@@ -50,9 +50,7 @@ def _spread_scores(s: np.ndarray, carries: np.ndarray, min_targets: int, dominan
     n_carriers = carriers.sum(axis=0)
     ok = (total > 0) & (oc.max(axis=0) <= dominance * np.where(total > 0, total, np.inf)) & (n_carriers >= min_targets)
     squares = (oc**2).sum(axis=0)
-    pr = np.divide(total**2, squares, out=np.zeros_like(total), where=ok & (squares > 0))
-    poly_frac = (carriers & carries).sum(axis=0) / np.maximum(n_carriers, 1)
-    return np.where(ok, pr * poly_frac, 0.0), carriers
+    return np.divide(total**2, squares, out=np.zeros_like(total), where=ok & (squares > 0)), carriers
 
 
 def superposition(
@@ -68,6 +66,7 @@ def superposition(
     n_perm: int = 200,
     alpha: float = 0.01,
     seed: int = 0,
+    stratify_null: bool = False,
 ) -> Findings:
     """A unit of layer A whose positive output spreads over several *carriers* in layer B with no
     dominant one.
@@ -80,8 +79,8 @@ def superposition(
     ``class_responses`` (n_classes, C_B) at ``polysemantic_level`` of their maximum and, when
     ``class_responses_in`` (n_classes, C_A) is given, to the unit's own preferred class among them.
 
-    Score: the participation ratio of the weights to the carriers, times the fraction of
-    carriers that are polysemantic. At least ``min_targets`` carriers. Members: ``feature`` and
+    Score: the participation ratio of the weights to the carriers (about their number when they
+    share the unit's output evenly). At least ``min_targets`` carriers. Members: ``feature`` and
     its ``carrier`` s. The null shuffles each target's inputs among the units of A
     (:func:`~.common.shuffle_inputs`): every target keeps how many strong inputs it has, so a
     sparse target is no rarer in the null; what the null breaks is several of them sharing one
@@ -89,6 +88,13 @@ def superposition(
     dense ones a few clear inputs by chance: chance spreads are common then and the test loses
     power (on the development seeds of both generators the null's 95th percentile was mostly 0
     with each target's inputs shuffled, near the best score of three carriers with all shuffled).
+
+    Tuning follows the weights in a real network, so a target tends to respond to the classes
+    of its strong inputs, and the ``carries`` mask is not independent of the weights: on
+    shuffled networks with their tuning measured again this test reports at about twice
+    ``alpha``. ``stratify_null`` shuffles a target's inputs only among those it may carry, and
+    among the rest, which keeps that link and the rate at ``alpha``, at a cost in power
+    (``bench/null_calibration.py``).
     """
     sums = kernel_sums(W)  # (B, A)
     poly, carries = _can_carry(class_responses, class_responses_in, sums.shape[1], polysemantic_level)
@@ -101,8 +107,9 @@ def superposition(
                f"no unit spreads its output over {min_targets}+ carriers without a dominant one")
         return Findings([], {**diagnostics, "reason": why})
     observed = [c[0] for c in found]
+    strata = carries if stratify_null else None
     null = permutation_null(lambda s: _spread_scores(s, carries, *thresholds)[0].max(), [sums], n_perm,
-                            np.random.default_rng(seed), shuffle_inputs)
+                            np.random.default_rng(seed), lambda w, rng: shuffle_inputs(w, rng, strata))
     diagnostics.update(stage="null", **null_summary(observed, null))
     motifs = []
     for score, f, targets in found:
@@ -113,7 +120,9 @@ def superposition(
         members.update({unit(layers[1], t): {"role": "carrier"} for t in targets})
         positive = np.clip(sums[:, f], 0, None)
         motifs.append(Motif("superposition", members, score, p, {
-            "participation_ratio": float(positive.sum() ** 2 / (positive**2).sum()),
+            "participation_ratio": score,  # over the carriers
+            "participation_ratio_all": float(positive.sum() ** 2 / (positive**2).sum()),  # over every excited unit
+            "excitatory_share": float(positive.sum() / np.abs(sums[:, f]).sum()),
             "polysemantic_targets": int(poly[targets].sum()), "n_perm": n_perm, "layers": list(layers)}))
     if not motifs:
         diagnostics["reason"] = f"the best spread does not beat the shuffled weights' best at p < {alpha}"
