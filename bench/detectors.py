@@ -20,7 +20,6 @@ import copy
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 from circuitatlas.analysis import planted, planted_gabor
 from circuitatlas.analysis.motifs import shuffle_weights
 from circuitatlas.analysis.motifs.runs import run_detector
-from circuitatlas.benchmarking import machine
+from circuitatlas.benchmarking import emit, machine
 from circuitatlas.jobs.motifs import ModuleInputs
 
 KINDS = ("rotation_equivariance", "union_over_cases", "superposition", "flip_equivariance")
@@ -191,10 +190,7 @@ def main() -> None:
                                  "runs": len(seeds)} for kind in KINDS}
         result["generators"][name] = gen
     result["total_s"] = round(time.monotonic() - began, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

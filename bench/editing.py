@@ -8,7 +8,6 @@ control of the same size, and what the edit's hooks add to a forward pass. Print
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from circuitatlas.analysis.editing import (
     mean_maps,
     random_like,
 )
-from circuitatlas.benchmarking import machine
+from circuitatlas.benchmarking import emit, machine
 from circuitatlas.ingest.layergraph import build_layer_graph
 
 
@@ -79,10 +78,7 @@ def main() -> None:
         "apply_edit_s": apply_s, "random_control_s": control_s,
         "forward_s": {"unedited": plain_s, "edited": edited_s, "images": args.images},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ Prints JSON (``--out`` also writes it).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +28,7 @@ from circuitatlas.analysis import motifs as M
 from circuitatlas.analysis import planted, planted_gabor
 from circuitatlas.analysis.motifs.common import kernel_sums
 from circuitatlas.analysis.motifs.runs import run_detector, superposition_inputs
-from circuitatlas.benchmarking import machine
+from circuitatlas.benchmarking import emit, machine
 from circuitatlas.jobs.motifs import ModuleInputs
 
 ALPHA, N_PERM = 0.01, 200
@@ -98,10 +96,7 @@ def main() -> None:
               "superposition_shuffled_networks_stratified": superposition_module_runs(range(1000, 1200),
                                                                                       stratify_null=True)}
     result["total_s"] = round(time.monotonic() - began, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from torch import nn
 
 from circuitatlas.analysis.motifs.runs import explain
 from circuitatlas.api import Atlas
-from circuitatlas.benchmarking import machine, scratch_server
+from circuitatlas.benchmarking import emit, machine, scratch_server
 
 # the stem conv (BN folded), then blocks
 LAYERS = ["net.features.0.0", "net.features.1", "net.features.2", "net.features.3", "net.features.4"]
@@ -90,10 +90,7 @@ def main() -> None:
                 result["runs"].append(run)
                 print(json.dumps({k: run[k] for k in ("kind", "layers", "found", "seconds")}), file=sys.stderr,
                       flush=True)
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 
 from circuitatlas.localserver import LocalServer, free_port
 
-__all__ = ["scratch_server", "machine", "latency_run", "latency", "add_case", "finish"]
+__all__ = ["scratch_server", "machine", "latency_run", "latency", "add_case", "finish", "emit"]
 
 
 @contextlib.contextmanager
@@ -71,6 +71,15 @@ def add_case(result: dict, row: dict, target_ms: float) -> None:
     row.update(target_ms=target_ms, meets_target=row["p95_ms"] < target_ms)
     result["cases"].append(row)
     print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+def emit(result: dict, out: str | Path | None = None) -> None:
+    """A benchmark's result as JSON on stdout and, when ``out`` is given, in that file too
+    (numpy scalars written as floats)."""
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 def finish(result: dict) -> None:

@@ -76,18 +76,13 @@ def shuffle_inputs(W: np.ndarray, rng: np.random.Generator, strata: np.ndarray |
     (out, in) booleans, a target's kernels move only among the inputs of the same stratum (those
     marked, and the rest), so that whatever the marks stand for keeps its link to the weights."""
     out, inp = W.shape[:2]
-    keys = rng.random((out, inp))
-    if strata is not None:
-        keys = keys + 2.0 * np.asarray(strata, dtype=bool)  # sort within the stratum only
-    order = np.argsort(keys, axis=1)
-    if strata is not None:  # each stratum's positions, in order, take that stratum's shuffled kernels
-        marked = np.asarray(strata, dtype=bool)
-        places = np.argsort(marked, axis=1, kind="stable")
-        shuffled = np.empty_like(W)
-        rows = np.arange(out)[:, None]
-        shuffled[rows, places] = W[rows, order]
-        return shuffled
-    return W[np.arange(out)[:, None], order]
+    marked = np.zeros((out, inp), dtype=bool) if strata is None else np.asarray(strata, dtype=bool)
+    order = np.argsort(rng.random((out, inp)) + 2.0 * marked, axis=1)  # the rest first, then the marked
+    places = np.argsort(marked, axis=1, kind="stable")  # each stratum's positions, in the same order
+    rows = np.arange(out)[:, None]
+    shuffled = np.empty_like(W)
+    shuffled[rows, places] = W[rows, order]
+    return shuffled
 
 
 def kernel_sums(W: np.ndarray) -> np.ndarray:
