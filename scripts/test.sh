@@ -24,7 +24,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 # Two workers (pytest-xdist), each with its own Neo4j and one torch thread, a test file at a time,
 # the longest files first (tests/conftest.py): while one waits on a server restart the other
-# computes. On a fresh clone on 2026-12-07 this took 13.7 to 15.0 minutes of pytest; three
+# computes. On a fresh clone on 2026-12-07 this took 13.7 to 15.1 minutes of pytest; three
 # workers on the two cores took 19.0.
 # CIRCUITATLAS_TEST_WORKERS=0 runs them in one process; a server named by NEO4J_URI is shared, and
 # the test files wipe it, so then one only.
