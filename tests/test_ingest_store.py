@@ -290,6 +290,7 @@ def test_ingest_survives_a_neo4j_crash_and_restart(tmp_path, monkeypatch):
                 atlas.ingest("tiny", "crashed", progress=killer, **options)
             assert killer.killed and "\n" not in str(failure.value)
         server.start(port=free_port(), heap="512m", pagecache="128m")  # the stale pid is detected and cleaned
+        assert "Recovery completed." in (server.home / "logs" / "debug.log").read_text()  # the kill was unclean
         with Atlas.connect(state_dir=server.state_dir) as atlas:
             assert {m.id: m.status for m in atlas.models()}["crashed"] == "ingesting"
             atlas.ingest("tiny", "crashed", resume=True, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -62,6 +63,12 @@ def test_lifecycle_keeps_data_and_password_across_restart(tmp_path):
             assert store.read("MATCH (p:Probe) RETURN p.x AS x") == [{"x": 42}]
     finally:
         server.stop()
+    # the stop skips Netty's quiet period, yet it is the clean shutdown: checkpointed, no recovery
+    # at the next start (the crash test in test_ingest_store sees "Recovery completed." after a kill)
+    debug = (server.home / "logs" / "debug.log").read_text()
+    assert "internal.dbms.bolt.netty_server_shutdown_quiet_period=0" in debug  # the config each start lists
+    assert len(re.findall(r'triggered by "Database shutdown".*checkpoint completed', debug)) == 4  # 2 stops x 2 dbs
+    assert "Recovery completed." not in debug
 
 
 def test_stale_pid_is_cleaned(tmp_path):
