@@ -4,27 +4,14 @@ the store, the ingest pipeline, the query helpers and the analysis jobs (:mod:`c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import networkx as nx
 import numpy as np
-from torch import nn
 
 from circuitatlas import names
-from circuitatlas.analysis.examples import Example
-from circuitatlas.analysis.featurevis import RenderSettings
 from circuitatlas.analysis.motifs import Findings
-from circuitatlas.analysis.tuning import TuningResult
 from circuitatlas.config import ConnectionSettings, resolve_connection, settled
-from circuitatlas.ingest.job import IngestJob
-from circuitatlas.ingest.plan import IngestPlan
-from circuitatlas.ingest.writer import Progress
-from circuitatlas.jobs import decomposed, editing, examples, featurevis, motifs, svd, tuning, universality
-from circuitatlas.jobs.editing import EditEffect
-from circuitatlas.jobs.ingest import dry_run
-from circuitatlas.jobs.ingest import ingest as run_ingest
-from circuitatlas.jobs.svd import SvdAnalysis
-from circuitatlas.jobs.universality import CompareSettings, Comparison
 from circuitatlas.lifecycle import drop_model
 from circuitatlas.queries import aliases, connectivity, models, paths, patterns, subgraph, weights
 from circuitatlas.queries import editing as edits
@@ -32,6 +19,22 @@ from circuitatlas.queries import universality as analogues
 from circuitatlas.queries.connectivity import Adjacency
 from circuitatlas.queries.criteria import Units, UnitsLike
 from circuitatlas.store import Closing, ModelSummary, Store
+
+# The jobs that run networks (ingest, SVD, tuning, examples, feature visualization, motifs,
+# comparisons, edits) import torch, which takes seconds: each method imports its job on first use,
+# so that reading the graph (the query helpers, `circuitatlas query`, `models`, `serve`) never waits for it.
+if TYPE_CHECKING:
+    from torch import nn
+
+    from circuitatlas.analysis.examples import Example
+    from circuitatlas.analysis.featurevis import RenderSettings
+    from circuitatlas.analysis.tuning import TuningResult
+    from circuitatlas.ingest.job import IngestJob
+    from circuitatlas.ingest.plan import IngestPlan
+    from circuitatlas.ingest.writer import Progress
+    from circuitatlas.jobs.editing import EditEffect
+    from circuitatlas.jobs.svd import SvdAnalysis
+    from circuitatlas.jobs.universality import CompareSettings, Comparison
 
 __all__ = ["Atlas"]
 
@@ -123,6 +126,9 @@ class Atlas(Closing):
         empty local server by an offline ``neo4j-admin`` import. The layer aliases of the
         architecture are stored on its layers.
         """
+        from circuitatlas.ingest.job import IngestJob
+        from circuitatlas.jobs.ingest import ingest as run_ingest
+
         return run_ingest(self.store, source, name, settled(job, IngestJob.of, settings), progress)
 
     @staticmethod
@@ -130,12 +136,17 @@ class Atlas(Closing):
         """What :meth:`ingest` with the same arguments would store (layers, neurons, direct edges
         exactly, expanded edges as an upper bound, store size and time estimates); writes nothing
         and needs no server."""
+        from circuitatlas.ingest.job import IngestJob
+        from circuitatlas.jobs.ingest import dry_run
+
         return dry_run(source, name, settled(job, IngestJob.of, settings))
 
     def module(self, model: str, trust_pickle: bool = False, edit: str | None = None) -> nn.Module:
         """Rebuild the network of a stored model from what ingest recorded (source, arch, weights),
         checked against the fingerprint of the weights ingested; with ``edit`` the stored edit of
         that name applied to a copy (:meth:`create_edit`)."""
+        from circuitatlas.jobs import editing
+
         return editing.edited_network(self.store, model, edit, trust_pickle=trust_pickle)
 
     # -- reading weights ---------------------------------------------------------------------
@@ -178,6 +189,8 @@ class Atlas(Closing):
         stored, else direct), written back as ``svd_in``/``svd_out`` coordinates and
         ``cluster_in``/``cluster_out`` ids plus ``(:Cluster)`` nodes joined by ``IN_CLUSTER``;
         a cluster x branch report for sides made of branches; ``plot`` saves a PNG."""
+        from circuitatlas.jobs import svd
+
         return svd.run_svd(self.store, model, src_layer, dst_layer, k, kind, plot)
 
     def annotate_tuning(self, model: str, layer: str, channels: Iterable[int] | None = None,
@@ -189,6 +202,8 @@ class Atlas(Closing):
         battery (:mod:`circuitatlas.analysis.probes`, 32 angles) is measured and stored on the layer
         (``probe``, ``probe_battery``) and its neurons (``probe_responses``), and the most selective
         probe's tuning is stored. The network is rebuilt from the graph unless ``module`` is given."""
+        from circuitatlas.jobs import tuning
+
         return tuning.annotate_tuning(self.store, model, layer, channels, stimulus, n_angles, module,
                                       **stimulus_params)
 
@@ -198,6 +213,8 @@ class Atlas(Closing):
         """Top-``k`` dataset examples of each unit over ``images`` (a folder, or an (N, H, W, 3)
         array such as a stimulus sweep), saved as PNG crops; each neuron gets ``examples`` (paths)
         and ``examples_activation``."""
+        from circuitatlas.jobs import examples
+
         return examples.annotate_examples(self.store, model, layer, images, channels, k, module, out_dir)
 
     def featurevis(self, model: str, layer: str, channels: Iterable[int] | None = None, **options: Any) -> dict:
@@ -217,6 +234,9 @@ class Atlas(Closing):
         again); each batch is stored as soon as it is rendered. ``progress(n)`` counts channels.
         Returns one report per layer, in network order (``rendered``, ``skipped``, of which
         ``linked``, ``sheet``, ``channels``)."""
+        from circuitatlas.analysis.featurevis import RenderSettings
+        from circuitatlas.jobs import featurevis
+
         return featurevis.featurevis(self.store, model, layers, channels, settled(settings, RenderSettings, render),
                                      device, chunk, module, progress, diversity)
 
@@ -225,6 +245,9 @@ class Atlas(Closing):
         """Decomposed feature visualisation of ``layer:channel`` over ``upstream``: one image per
         position of its expanded weights, each maximising the dot product with the weight vector
         there; saved as a grid and linked on the neuron as ``decomposed`` (JSON: upstream -> path)."""
+        from circuitatlas.analysis.featurevis import RenderSettings
+        from circuitatlas.jobs import decomposed
+
         return decomposed.decomposed(self.store, model, layer, channel, upstream,
                                      settled(settings, RenderSettings, render), min_share, module)
 
@@ -244,6 +267,8 @@ class Atlas(Closing):
         (``{"stimulus": "edge"}``, ``{"radius": 5}`` for curves). Members come back as neuron
         uids. The result's ``diagnostics`` say how far each stage got (also stored on a
         ``(:MotifRun)`` node, :meth:`motif_runs`)."""
+        from circuitatlas.jobs import motifs
+
         return motifs.find_motifs(self.store, kind, model, layers, n_perm=n_perm, alpha=alpha, seed=seed,
                                   stimulus_params=stimulus_params, module=module, **params)
 
@@ -272,6 +297,9 @@ class Atlas(Closing):
         or its fields as keywords (``null_models``, ``alpha``, ``n_angles``, ``image_limit``...)."""
         layers_a = [layer_a] if isinstance(layer_a, str) else list(layer_a)
         layers_b = [layer_b] if isinstance(layer_b, str) else list(layer_b)
+        from circuitatlas.jobs import universality
+        from circuitatlas.jobs.universality import CompareSettings
+
         return universality.compare(self.store, model_a, model_b, layers_a, layers_b, images,
                                     settled(settings, CompareSettings, options), modules, progress)
 
@@ -308,6 +336,8 @@ class Atlas(Closing):
         ``replace_from`` {unit: another model's neuron uid}: a hand-set unit. Checked against the
         network first: a bad edit writes nothing; an existing name is refused. The stored
         weights never change."""
+        from circuitatlas.jobs import editing
+
         return editing.create_edit(self.store, model, name, ablate=ablate, ablate_where=ablate_where, mode=mode,
                                    images=images, edges=edges, edges_where=edges_where, scale=scale, kernels=kernels,
                                    replace=replace, replace_from=replace_from, params=params,
@@ -325,6 +355,8 @@ class Atlas(Closing):
         accuracy and loss when subfolders are class indices; the same under ``n_control`` random
         edits of the same size (mean and range in the summary). Stored on the Edit as ``effect``
         (JSON) and ``effect_summary``; ``.figure()`` draws the tuning curves."""
+        from circuitatlas.jobs import editing
+
         return editing.effect(self.store, model, name, images, stimulus_params=stimulus_params,
                               n_control=n_control, seed=seed, k=k, downstream=downstream, limit=limit,
                               module=module, progress=progress)
@@ -348,6 +380,8 @@ class Atlas(Closing):
         measure the share of its targets' activation that survives on their top examples and
         preferred stimuli (``targets``, ``layers``, ``images``, ``stimulus_params``, ``k``); stored
         on the motif as ``faithfulness``. See :func:`circuitatlas.jobs.editing.faithfulness`."""
+        from circuitatlas.jobs import editing
+
         return editing.faithfulness(self.store, model, units, motif=motif, **options)
 
     # -- querying without Cypher (circuitatlas.queries.connectivity) -------------------------

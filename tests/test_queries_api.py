@@ -7,6 +7,9 @@ from __future__ import annotations
 import doctest
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
 
 import networkx as nx
@@ -579,6 +582,28 @@ def test_cli_query_commands(graph, cli_env, tmp_path):
     assert out.exit_code == 1 and out.output.strip() == "Error: unit criteria need a model or explicit uids"
     out = _cli(cli_env, "similar", "t/down:99")
     assert out.exit_code == 1 and out.output.strip() == "Error: channel 99 is not in down (16 channels)"
+
+
+def test_reading_the_graph_never_loads_torch(graph, cli_env):
+    """The query commands (and `models`) run in a fresh interpreter without importing torch,
+    which alone takes seconds: only the jobs that run networks load it."""
+    script = "\n".join([
+        "import sys",
+        "from circuitatlas.cli import main",
+        "for args in (['models', '--json'], ['query', 'units', '-m', 't', '--layers', 'down', '--json'],",
+        "             ['query', 'adjacency', '-m', 't', '--from-layers', 'block1', '--to-uid', 't/down:0', '--kernels'],",
+        "             ['query', 'paths', 't/stem.0:0', 't/fc:3', '--kind', 'direct', '--max-len', '4', '-k', '2'],",
+        "             ['query', 'similar', 'pl/high:0'],",
+        "             ['query', 'common', '--uid', 't/down:0', '--uid', 't/down:1'],",
+        "             ['query', 'circuit', 'pl/high:0', '--json'], ['cypher', 'RETURN 1 AS x']):",
+        "    main(args, standalone_mode=False)",
+        "print('torch loaded:', 'torch' in sys.modules)",
+    ])
+    env = {**os.environ, **cli_env}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert '"t/down:0"' in run.stdout and " -> " in run.stdout  # the commands did their work
+    assert run.stdout.strip().splitlines()[-1] == "torch loaded: False"
 
 
 def test_layer_aliases_and_unknown_layers(graph):

@@ -6,7 +6,6 @@ import json
 
 import click
 
-from circuitatlas.analysis.motifs.runs import explain as explain_lines
 from circuitatlas.cli.context import CliContext, ProjectErrors
 from circuitatlas.cli.output import echo_json, echo_table
 from circuitatlas.cli.ranges import COUNT, POSITIVE, SECONDS, FiniteRange
@@ -51,6 +50,8 @@ def motifs_find(obj: CliContext, kind: str, model: str, layers: str, stimulus: s
             roles[info["role"]] = roles.get(info["role"], 0) + 1
         click.echo(f"  score {m.score:.3f}, p = {m.p_value:.3g}: " + ", ".join(f"{n} {r}" for r, n in roles.items()))
     if explain or not found:
+        from circuitatlas.analysis.motifs.runs import explain as explain_lines  # torch: only once it is loaded
+
         for line in explain_lines(found.diagnostics):
             click.echo(f"  {line}")
 
