@@ -72,9 +72,17 @@ class EditEffect:
 
 
 # -- the network and its layer graph --------------------------------------------------------------
-def _graph(store: Store, model: str, module: nn.Module) -> LayerGraph:
-    """The network's layer graph as ingest built it (its input size and observation layers)."""
+def _opened(store: Store, model: str, module: nn.Module | None = None,
+            trust_pickle: bool = False) -> tuple[nn.Module, LayerGraph, dict]:
+    """The network (see :func:`~circuitatlas.jobs.network.network`), its layer graph and the
+    Model node's properties, read once."""
     meta = model_meta(store, model)
+    net = network(store, model, module, trust_pickle, meta=meta)
+    return net, _graph(store, model, net, meta), meta
+
+
+def _graph(store: Store, model: str, module: nn.Module, meta: dict) -> LayerGraph:
+    """The network's layer graph as ingest built it (its input size and observation layers)."""
     observed = [layer["name"] for layer in model_layers(store, model, observed=True)]
     return build_layer_graph(module, tuple(meta.get("input_size") or (3, 64, 64)), observation_layers=observed,
                              lenient=bool(meta.get("lenient")))
@@ -131,8 +139,8 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
     if edges_where:
         pairs += [((r["src_layer"], r["src_channel"]), (r["dst_layer"], r["dst_channel"]), None)
                   for r in stored.edges_where(store, model, edges_where, **params)]
-    net = network(store, model, module)
-    graph = _graph(store, model, net)
+    net = network(store, model, module, meta=meta)
+    graph = _graph(store, model, net, meta)
     reps = {}
     for unit, given in (replace or {}).items():
         if not isinstance(given, (tuple, list)) or len(given) != 2:
@@ -194,8 +202,7 @@ def _unit_from(store: Store, source: str) -> tuple[np.ndarray, float, str]:
     model, layer, channel = names.parse_neuron_uid(source)
     uid = aliases.resolve_unit(store, model, f"{layer}:{channel}")
     _, layer, channel = names.parse_neuron_uid(uid)
-    net = network(store, model)
-    weight = _graph(store, model, net).weight_layers.get(layer)
+    weight = _opened(store, model)[1].weight_layers.get(layer)
     if weight is None or weight.kind == "add":
         raise InvalidInput(f"{source!r} is not a unit of a conv or linear layer")
     return weight.weight[channel].astype(np.float64), float(weight.bias[channel]), uid
@@ -226,8 +233,8 @@ def edited_network(store: Store, model: str, name: str | None, module: nn.Module
     if name is None:
         return network(store, model, module, trust_pickle)
     spec = edit_spec(store, model, name)
-    net = network(store, model, module, trust_pickle)
-    return edited_module(net, _graph(store, model, net), spec)
+    net, graph, _ = _opened(store, model, module, trust_pickle)
+    return edited_module(net, graph, spec)
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -344,9 +351,8 @@ def effect(store: Store, model: str, name: str, images: str | Path | None = None
         raise InvalidInput(f"n_control must be 0 or more, not {n_control!r}")
     row = stored.read_edit(store, model, name)
     spec, edit_row = _spec_of(row), row["edit"]
-    net = network(store, model, module)
-    graph = _graph(store, model, net)
-    size = input_size(model_meta(store, model))
+    net, graph, meta = _opened(store, model, module)
+    size = input_size(meta)
     x, paths, probe_name = _probe_images(size, images, limit)
     labels = _labels(paths, probe_name) if paths else None
     roles = _roles(spec, graph, net, int(downstream))
@@ -458,8 +464,7 @@ def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *
     all, 0 when they carry no more than their means (``none``: every unit of those layers
     mean-ablated); ``faithfulness`` is the median over targets and sets (``faithfulness_mean``
     beside it). Stored on the motif as ``faithfulness``."""
-    net = network(store, model, module)
-    graph = _graph(store, model, net)
+    net, graph, meta = _opened(store, model, module)
     if motif is not None:
         members = read_motif(store, motif)["members"]
         chosen = [(m["layer"], m["channel"]) for m in members]
@@ -478,7 +483,7 @@ def faithfulness(store: Store, model: str, units: Iterable[str] | None = None, *
                      else sorted({layer for layer, _ in kept}))
     if not ablate_layers:
         raise InvalidInput("nothing upstream to ablate: the circuit needs units before its targets, or `layers`")
-    size = input_size(model_meta(store, model))
+    size = input_size(meta)
     x, _, probe_name = _probe_images(size, images)
     stimulus_params = dict(stimulus_params or {})
     sweep = _sweep(stimulus_params, size)

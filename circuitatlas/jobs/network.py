@@ -13,10 +13,11 @@ from circuitatlas.store import Store
 __all__ = ["network", "lazy_network"]
 
 
-def network(store: Store, model: str, module: nn.Module | None = None, trust_pickle: bool = False) -> nn.Module:
+def network(store: Store, model: str, module: nn.Module | None = None, trust_pickle: bool = False,
+            meta: dict | None = None) -> nn.Module:
     """``module`` (checked to hold the weights ingested) if given, else the network rebuilt from
-    what ingest recorded."""
-    meta = model_meta(store, model)
+    what ingest recorded (``meta``: the Model node's properties, when the caller has read them)."""
+    meta = model_meta(store, model) if meta is None else meta
     return rebuild(meta, trust_pickle=trust_pickle) if module is None else check_fingerprint(module, meta)
 
 
