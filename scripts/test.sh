@@ -28,6 +28,8 @@ fi
 # workers on the two cores took 19.0.
 # CIRCUITATLAS_TEST_WORKERS=0 runs them in one process; a server named by NEO4J_URI is shared, and
 # the test files wipe it, so then one only.
-workers=(-n "${CIRCUITATLAS_TEST_WORKERS:-2}" --dist loadfile)
+# --no-loadscope-reorder: otherwise xdist hands out the files with the most tests first and the
+# order of tests/conftest.py (the longest files first) is lost.
+workers=(-n "${CIRCUITATLAS_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 [ -z "${NEO4J_URI:-}" ] || workers=()
 exec python -m pytest "${workers[@]}" "$@"
