@@ -22,12 +22,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers sharing the 
 
 # The longest test files first (their seconds in a run of 2026-12-07, two workers): workers take
 # whole files (--dist loadfile), so a long file started last would leave the others idle at the end.
-# Before them the zoo's test, which trains every zoo model on a fresh machine (about a minute each):
-# the other files that use a zoo model then find it cached instead of waiting on the lock while
-# another worker trains it.
-LONGEST_FIRST = ("test_zoo_annotate.py", "test_faults.py", "test_server_safety.py", "test_ingest_bulk.py", "test_ingest_store.py",
+LONGEST_FIRST = ("test_faults.py", "test_server_safety.py", "test_ingest_bulk.py", "test_ingest_store.py",
                  "test_queries_api.py", "test_featurevis.py", "test_motifs.py", "test_real_networks.py",
-                 "test_universality.py", "test_featurevis_quality.py", "test_localserver.py",
+                 "test_universality.py", "test_zoo_annotate.py", "test_featurevis_quality.py", "test_localserver.py",
                  "test_bad_input.py", "test_detectors_independent.py", "test_svd.py")
 
 
