@@ -20,8 +20,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers sharing the 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the processes the tests start (torch here is loaded)
 
 
-# The longest test files first (their seconds in a run of 2026-12-07, two workers): workers take
-# whole files (--dist loadfile), so a long file started last would leave the others idle at the end.
+# The longest test files first (their seconds in a run of 2026-12-07, two workers). Under xdist
+# (--dist loadfile) this order only breaks ties: xdist hands out the files with the most tests
+# first, and keeping this order instead (--no-loadscope-reorder) made no difference beyond the
+# noise on fresh clones (scripts/test.sh). A plain `python -m pytest` runs in this order.
 LONGEST_FIRST = ("test_faults.py", "test_server_safety.py", "test_ingest_bulk.py", "test_ingest_store.py",
                  "test_queries_api.py", "test_featurevis.py", "test_motifs.py", "test_real_networks.py",
                  "test_universality.py", "test_zoo_annotate.py", "test_featurevis_quality.py", "test_localserver.py",
