@@ -26,8 +26,8 @@ fi
 # while one waits on a server restart the other computes. Three workers on the two cores took 19.0
 # minutes. xdist hands out the files with the most tests first (its default); keeping
 # tests/conftest.py's longest-first order instead (--no-loadscope-reorder) made no difference
-# beyond the machine's noise: fresh clones on 2026-12-07 took 907.2 and 953.7 s of pytest with the
-# default, 936.8 and 940.6 s with the kept order.
+# beyond the machine's noise: fresh clones on 2026-12-07 took 741.0, 907.2 and 953.7 s of pytest
+# with the default, 936.8 and 940.6 s with the kept order.
 # CIRCUITATLAS_TEST_WORKERS=0 runs them in one process; a server named by NEO4J_URI is shared, and
 # the test files wipe it, so then one only.
 workers=(-n "${CIRCUITATLAS_TEST_WORKERS:-2}" --dist loadfile)
