@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import json
 import random
 
@@ -135,14 +136,14 @@ def test_shuffle_inputs_keeps_each_targets_inputs():
 def test_superposition_carrier_share_counts_clear_inputs_only():
     """A carrier whose share of its input is diluted by many small weights is still found (the
     share is taken among the target's clear inputs); a target the unit drives as its strongest
-    input is no carrier; a unit that mostly inhibits is reported with its excitatory share."""
+    input, or inhibits, is no carrier; the unit's excitatory share counts its inhibition."""
     A, B, feature = 12, 6, 0
     s = np.zeros((B, A))
     for b in range(4):  # carriers: one strong input of their own, the feature at 0.25, small noise
         s[b] = 0.06
         s[b, 1 + b], s[b, feature] = 1.0, 0.25
     s[4, feature], s[4, 7] = 1.0, 0.3  # the feature is this target's strongest input: no carrier
-    s[5, 8] = 1.0
+    s[5, 8], s[5, feature] = 1.0, -0.5  # the feature inhibits this one: no carrier either
     responds = np.ones((2, B))  # every target responds to both classes, the feature's among them
     prefers = np.zeros((2, A))
     prefers[0] = 1.0
@@ -151,9 +152,12 @@ def test_superposition_carrier_share_counts_clear_inputs_only():
     motif = found[0]
     assert motif.members == {"a:0": {"role": "feature"}, **{f"b:{b}": {"role": "carrier"} for b in range(4)}}
     assert motif.p_value < 0.01 and motif.score == pytest.approx(4.0)  # four even carriers
-    # the diluted share: 0.25 of (1.0 + 0.25 + 10 x 0.06) over all positive inputs, 0.25 / 1.25 among the clear
-    assert 0.25 / 1.85 < 0.15 <= 0.25 / 1.25
-    assert motif.params["excitatory_share"] == pytest.approx(1.0)
+    # the diluted share: 0.25 of (1.0 + 0.25 + 10 x 0.06) over all positive inputs, 0.25 / 1.25 among the
+    # clear ones; the default threshold lies between, so only the clear-input share finds these carriers
+    threshold = inspect.signature(M.superposition).parameters["min_input_share"].default
+    assert 0.25 / 1.85 < threshold <= 0.25 / 1.25
+    # excitatory share: 4 x 0.25 to the carriers and 1.0 to target 4, over that and the 0.5 inhibition
+    assert motif.params["excitatory_share"] == pytest.approx(2.0 / 2.5)
 
 
 def test_stored_motifs_replace_and_drop(atlas, cli_env):
