@@ -45,21 +45,25 @@ def flip_runs(seeds: range) -> dict:
             "reporting": reporting, "rate": reporting / len(seeds)}
 
 
+def _network(name: str, seed: int) -> tuple[planted.PlantedNetwork, list[str]]:
+    """A development-style network of generator ``name`` and the two layers superposition is run on."""
+    if name == "planted":
+        return planted.build("mixed", seed=seed, noise=0.05), ["mid", "high"]
+    return planted_gabor.build(seed), ["edges", "project"]
+
+
 def superposition_runs(seeds: range, shuffles: int) -> dict:
     reporting = runs = 0
     for name in ("planted", "planted_gabor"):
         for seed in seeds:
-            if name == "planted":
-                net, layers = planted.build("mixed", seed=seed, noise=0.05), ("mid", "high")
-            else:
-                net, layers = planted_gabor.build(seed), ("edges", "project")
+            net, layers = _network(name, seed)
             inputs = ModuleInputs(net.module, tuple(net.truth["input_size"]))
-            weights, classes, classes_in = superposition_inputs(inputs, list(layers))
+            weights, classes, classes_in = superposition_inputs(inputs, layers)
             sums = kernel_sums(weights)
             rng = np.random.default_rng(5_000 + seed)
             for i in range(shuffles):
-                found = M.superposition(M.shuffle_weights(sums, rng), classes, layers, class_responses_in=classes_in,
-                                        n_perm=N_PERM, alpha=ALPHA, seed=100 * seed + i)
+                found = M.superposition(M.shuffle_weights(sums, rng), classes, tuple(layers),
+                                        class_responses_in=classes_in, n_perm=N_PERM, alpha=ALPHA, seed=100 * seed + i)
                 reporting += bool(found)
                 runs += 1
     return {"networks": f"planted and planted_gabor {seeds.start}-{seeds.stop - 1}, {shuffles} shuffles each",
@@ -72,10 +76,7 @@ def superposition_module_runs(seeds: range, **options: object) -> dict:
     reporting = runs = 0
     for name in ("planted", "planted_gabor"):
         for seed in seeds:
-            if name == "planted":
-                net, layers = planted.build("mixed", seed=seed, noise=0.05), ["mid", "high"]
-            else:
-                net, layers = planted_gabor.build(seed), ["edges", "project"]
+            net, layers = _network(name, seed)
             inputs = ModuleInputs(shuffled_network(name, net.module, seed), tuple(net.truth["input_size"]))
             found = run_detector("superposition", inputs, layers, n_perm=N_PERM, alpha=ALPHA, seed=seed, **options)
             reporting += bool(found)
