@@ -3,7 +3,8 @@
 - ingest ResNet-50 (random weights, 224 px, direct and expanded edges) into an empty local
   server (the bulk path ``auto`` takes) and into a non-empty one (the online path: GoogLeNet is
   there first); edges, edges/s, peak RSS of the ingesting process, store size, next to what the
-  dry run predicted;
+  dry run predicted; for the bulk path, the seconds of each phase as the Model node records them
+  (CSV, import, server down, index population, final check);
 - each shipped pattern on GoogLeNet and on ResNet-50, direct and expanded: seconds to the first
   1,000 matches, and every match counted in the server (30 s at most; random weights give
   millions of matches);
@@ -41,8 +42,11 @@ def ingest_child(state_dir: str, source: str, name: str, size: str) -> dict:
         began = time.monotonic()
         summary = atlas.ingest(source, name, input_size=tuple(int(x) for x in size.split(",")))
         wall = time.monotonic() - began
+        model = atlas.cypher("MATCH (m:Model {id: $m}) RETURN properties(m) AS p", m=name)[0]["p"]
     edges = summary.weight_edges + summary.expanded_edges
-    return {"path": summary.ingest_path, "wall_s": round(wall, 1), "direct_edges": summary.weight_edges,
+    phases = {key.removeprefix("bulk_"): value for key, value in sorted(model.items()) if key.startswith("bulk_")}
+    return {"path": summary.ingest_path, "wall_s": round(wall, 1), **({"bulk_phases_s": phases} if phases else {}),
+            "direct_edges": summary.weight_edges,
             "expanded_edges": summary.expanded_edges, "neurons": summary.neurons, "edges_per_s": round(edges / wall),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 

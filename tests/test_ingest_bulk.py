@@ -81,6 +81,11 @@ def test_bulk_writes_the_graph_the_online_path_writes(local):
     bulk_summary = atlas.ingest("tiny", "b", input_size=SIZE, bulk="always")
     assert bulk_summary.ingest_path == "bulk" and bulk_summary.status == "complete"
     assert not server.import_marker.exists() and not (server.state_dir / "bulk").exists()
+    # where the time went, phase by phase: the phases run one after another within the ingest
+    props = atlas.cypher("MATCH (m:Model {id: 'b'}) RETURN properties(m) AS p")[0]["p"]
+    phases = [props[f"bulk_{phase}_s"] for phase in ("csv", "offline", "indexes", "verify")]
+    assert all(s >= 0 for s in phases) and 0 <= props["bulk_import_s"] <= props["bulk_offline_s"]
+    assert sum(phases) <= props["ingest_seconds"] + 0.05  # each rounded to 0.01 s
     online_summary = atlas.ingest("tiny", "o", input_size=SIZE)  # auto: the database is not empty now
     assert online_summary.ingest_path == "online"
     assert (bulk_summary.neurons, bulk_summary.layers, bulk_summary.weight_edges, bulk_summary.expanded_edges) == (
