@@ -3,14 +3,15 @@ two independently written planted-network generators (``analysis/planted.py`` an
 ``analysis/planted_gabor.py``), over development seeds and a held-out seed range, and how often
 each reports anything on shuffled weights. Prints JSON (``--out`` also writes it).
 
-    python bench/detectors.py [--dev 0-9] [--held-out 160-171] [--out bench/results/detectors-2core.json]
+    python bench/detectors.py [--dev 0-9] [--held-out 180-191] [--out bench/results/detectors-2core.json]
 
 Thresholds were chosen looking at the development seeds only; the held-out seeds are reported
-as they come. Three earlier held-out ranges (100-111, 120-131, 140-151) were each looked at
-once, after which the detectors changed (union candidates that share a unit, the flip chain's
+as they come. Four earlier held-out ranges (100-111, 120-131, 140-151, 160-171) were each looked
+at once, after which the detectors changed (union candidates that share a unit, the flip chain's
 Bonferroni, flip pairs not vetoed by tuning, min_union 0.8; then superposition's carriers judged
-among each target's clear inputs and its null shuffling each target's inputs, chosen on the
-development seeds): the held-out figures reported are on 160-171, run once.
+among each target's clear inputs and its null shuffling each target's inputs; then its summed
+carried share as the statistic, each chosen on the development seeds): the held-out figures
+reported are on 180-191, run once.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _pooled(runs: list[dict], kind: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dev", default="0-9")
-    parser.add_argument("--held-out", default="160-171")
+    parser.add_argument("--held-out", default="180-191")
     parser.add_argument("--generators", default=",".join(GENERATORS))
     parser.add_argument("--out")
     args = parser.parse_args()

@@ -151,7 +151,8 @@ def test_superposition_carrier_share_counts_clear_inputs_only():
     assert len(found) == 1, found.diagnostics
     motif = found[0]
     assert motif.members == {"a:0": {"role": "feature"}, **{f"b:{b}": {"role": "carrier"} for b in range(4)}}
-    assert motif.p_value < 0.01 and motif.score == pytest.approx(4.0)  # four even carriers
+    assert motif.p_value < 0.01 and motif.score == pytest.approx(4 * 0.25 / 1.25)  # a fifth of each one's input
+    assert motif.params["participation_ratio"] == pytest.approx(4.0)  # four even carriers
     # the diluted share: 0.25 of (1.0 + 0.25 + 10 x 0.06) over all positive inputs, 0.25 / 1.25 among the
     # clear ones; the default threshold lies between, so only the clear-input share finds these carriers
     threshold = inspect.signature(M.superposition).parameters["min_input_share"].default
