@@ -72,11 +72,11 @@ class EditEffect:
 
 
 # -- the network and its layer graph --------------------------------------------------------------
-def _opened(store: Store, model: str, module: nn.Module | None = None,
-            trust_pickle: bool = False) -> tuple[nn.Module, LayerGraph, dict]:
+def _opened(store: Store, model: str, module: nn.Module | None = None, trust_pickle: bool = False,
+            meta: dict | None = None) -> tuple[nn.Module, LayerGraph, dict]:
     """The network (see :func:`~circuitatlas.jobs.network.network`), its layer graph and the
-    Model node's properties, read once."""
-    meta = model_meta(store, model)
+    Model node's properties, read once (``meta``: when the caller has read them)."""
+    meta = model_meta(store, model) if meta is None else meta
     net = network(store, model, module, trust_pickle, meta=meta)
     return net, _graph(store, model, net, meta), meta
 
@@ -139,8 +139,7 @@ def create_edit(store: Store, model: str, name: str, *, ablate: Iterable[str] = 
     if edges_where:
         pairs += [((r["src_layer"], r["src_channel"]), (r["dst_layer"], r["dst_channel"]), None)
                   for r in stored.edges_where(store, model, edges_where, **params)]
-    net = network(store, model, module, meta=meta)
-    graph = _graph(store, model, net, meta)
+    net, graph, _ = _opened(store, model, module, meta=meta)
     reps = {}
     for unit, given in (replace or {}).items():
         if not isinstance(given, (tuple, list)) or len(given) != 2:
