@@ -1,5 +1,6 @@
 """The README's setup (scripts/env.sh): each missing prerequisite is one clear line, and a failed
-install leaves nothing that a later run could take for a complete environment."""
+install leaves nothing that a later run could take for a complete environment; an install
+compiles its bytecode."""
 
 from __future__ import annotations
 
@@ -93,3 +94,21 @@ def test_a_deps_folder_that_is_not_a_venv_is_never_deleted(tmp_path):
     (precious / "thesis.tex").write_text("years of work")
     _one_error_line(_env_sh(tmp_path, CIRCUITATLAS_DEPS_VENV=str(precious)), "not a virtual environment")
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_the_installed_dependencies_carry_their_bytecode():
+    """An environment scripts/env.sh installed has every module compiled: where Python may not
+    write .pyc itself (PYTHONDONTWRITEBYTECODE, a read-only install) each process would otherwise
+    compile torch again. A module no test imports shows that the install compiled it, not an import."""
+    import importlib.util
+
+    import torch
+
+    venv = Path(torch.__file__).resolve().parents[4]  # <venv>/lib/pythonX.Y/site-packages/torch/__init__.py
+    if not (venv / ".complete").exists():
+        pytest.skip(f"{venv} was not made by scripts/env.sh")
+    assert (venv / ".bytecode").exists()
+    site = Path(torch.__file__).resolve().parents[1]
+    for module in ("torch/__init__.py", "sympy/physics/mechanics/__init__.py"):
+        source = site / module
+        assert source.exists() and Path(importlib.util.cache_from_source(str(source))).exists(), module
