@@ -313,19 +313,24 @@ def neighbours(store: Store, unit: str, side: str = "inputs", k: int | None = 10
     neuron's strongest input (the stored ``rel_in``) or output (``rel_out``). Rows: ``uid``,
     ``sum``, ``l2``, ``rel_in``, ``rel_out`` (stored, unsigned), and with ``detail`` the edge's
     ``kernel`` (flat), ``kh``, ``kw`` and the partner's ``layer``, ``channel`` and ``featurevis``.
-    One indexed query."""
+    One indexed query for a canonical uid, partners or none; an alias is resolved first."""
     if side not in NEIGHBOUR_SIDES:
         raise InvalidInput(f"side must be one of {', '.join(NEIGHBOUR_SIDES)}, not {side!r}")
     params = {"limit": _check_limit(k, "k") if k is not None else 2**31 - 1, "min_rel": _fraction("min_rel", min_rel),
               "sign": _sign(sign)}
     budget = _Budget(timeout)
-    if isinstance(unit, str) and kind != "auto":  # one round trip when the uid is canonical and has partners
+    if isinstance(unit, str) and kind != "auto":  # one round trip when the uid is canonical
         found = budget.read(store, cypher.neighbours_query(names.rel_type(kind), side, detail), uid=unit, **params)
         if found:
-            return found
-    uid = _uid(store, unit)  # an alias, a neuron without such partners, or none at all (the error)
+            return _partners(found)
+    uid = _uid(store, unit)  # an alias, or no neuron at all (the error)
     rel = names.rel_type(resolve_kind(store, [uid], kind, "in" if side == "inputs" else "out"))
-    return budget.read(store, cypher.neighbours_query(rel, side, detail), uid=uid, **params)
+    return _partners(budget.read(store, cypher.neighbours_query(rel, side, detail), uid=uid, **params))
+
+
+def _partners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`cypher.neighbours_query`'s rows, without its row of nulls for a neuron with no partners."""
+    return [] if len(rows) == 1 and rows[0]["uid"] is None else rows
 
 
 # -- circuits and paths ---------------------------------------------------------------------------

@@ -527,15 +527,21 @@ ORDER BY cosine DESC, unit.uid LIMIT $limit
 def neighbours_query(rel_type: str, side: str, detail: bool = False) -> str:
     """The partners of neuron $uid by |sum|, strongest first: inputs with ``rel_in`` at least
     $min_rel, or outputs with ``rel_out`` at least $min_rel; $sign as in ``_SIGN``; $limit rows.
+    A neuron without such partners gives one row of nulls; no neuron $uid, no row.
     ``detail`` adds each edge's kernel and the partner's layer, channel and feature visualisation."""
     assert rel_type in EDGE_TYPES and side in ("inputs", "outputs")
-    pattern, bound = ((f"(p:Neuron)-[r:{rel_type}]->(:Neuron {{uid: $uid}})", "r.rel_in") if side == "inputs"
-                      else (f"(:Neuron {{uid: $uid}})-[r:{rel_type}]->(p:Neuron)", "r.rel_out"))
+    pattern, bound = ((f"(p:Neuron)-[r:{rel_type}]->(n)", "r.rel_in") if side == "inputs"
+                      else (f"(n)-[r:{rel_type}]->(p:Neuron)", "r.rel_out"))
+    # one row of nulls when the neuron has no such partners, none when there is no neuron $uid:
+    # the caller tells "no partners" from "resolve an alias" in one round trip
     return f"""
-MATCH {pattern}
-WHERE {bound} >= $min_rel AND {_SIGN.format(r='r')}
+MATCH (n:Neuron {{uid: $uid}})
+OPTIONAL CALL (n) {{
+  MATCH {pattern}
+  WHERE {bound} >= $min_rel AND {_SIGN.format(r='r')}
+  RETURN p, r ORDER BY abs(r.sum) DESC, p.uid LIMIT $limit
+}}
 RETURN p.uid AS uid, r.sum AS sum, r.l2 AS l2, r.rel_in AS rel_in, r.rel_out AS rel_out{_DETAIL if detail else ""}
-ORDER BY abs(r.sum) DESC, uid LIMIT $limit
 """
 
 

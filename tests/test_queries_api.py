@@ -212,12 +212,14 @@ def test_neighbours_match_networkx(graph, full, kind):
     """A neuron's partners by |sum| over every layer it meets, filtered by the stored rel_in
     (inputs) or rel_out (outputs), against the whole graph's own sums."""
     g = full("t", kind)
-    checked = 0
-    for uid in ("t/block1:3", "t/down:5", "t/stem.0:2", "t/block2:9"):
+    checked = nothing = 0
+    for uid in ("t/block1:3", "t/down:5", "t/stem.0:2", "t/block2:9", "t/input:0"):
         for side, edges, rel in (("inputs", g.in_edges(uid, data=True), "rel_in"),
                                  ("outputs", g.out_edges(uid, data=True), "rel_out")):
             partners = [(a if side == "inputs" else b, d) for a, b, d in edges]
             if not partners:
+                assert graph.neighbours(uid, side, k=None, kind=kind) == []  # a row of nulls is not a partner
+                nothing += 1
                 continue
             for min_rel in (0.0, 0.3):
                 expected = {p: d for p, d in partners if abs(d[rel]) >= min_rel - 1e-12}
@@ -231,7 +233,7 @@ def test_neighbours_match_networkx(graph, full, kind):
             strongest = sorted(abs(d["sum"]) for _, d in partners)[-2:][::-1]
             assert [abs(r["sum"]) for r in top] == pytest.approx(strongest, rel=1e-12)
             checked += 1
-    assert checked >= 5
+    assert checked >= 5 and nothing >= 1
     with pytest.raises(InvalidInput, match="side must be"):
         graph.neighbours("t/down:5", "sideways")
     assert graph.neighbours("t/b1:3", "inputs", kind=kind) == graph.neighbours("t/block1:3", "inputs", kind=kind)
