@@ -542,6 +542,7 @@ OPTIONAL CALL (n) {{
   RETURN p, r ORDER BY abs(r.sum) DESC, p.uid LIMIT $limit
 }}
 RETURN p.uid AS uid, r.sum AS sum, r.l2 AS l2, r.rel_in AS rel_in, r.rel_out AS rel_out{_DETAIL if detail else ""}
+ORDER BY abs(sum) DESC, uid
 """
 
 
