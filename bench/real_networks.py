@@ -42,7 +42,7 @@ def ingest_child(state_dir: str, source: str, name: str, size: str) -> dict:
         began = time.monotonic()
         summary = atlas.ingest(source, name, input_size=tuple(int(x) for x in size.split(",")))
         wall = time.monotonic() - began
-        model = atlas.cypher("MATCH (m:Model {id: $m}) RETURN properties(m) AS p", m=name)[0]["p"]
+        model = atlas.model_meta(name)
     edges = summary.weight_edges + summary.expanded_edges
     phases = {key.removeprefix("bulk_"): value for key, value in sorted(model.items()) if key.startswith("bulk_")}
     return {"path": summary.ingest_path, "wall_s": round(wall, 1), **({"bulk_phases_s": phases} if phases else {}),

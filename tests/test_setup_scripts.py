@@ -104,11 +104,11 @@ def test_the_installed_dependencies_carry_their_bytecode():
 
     import torch
 
-    venv = Path(torch.__file__).resolve().parents[4]  # <venv>/lib/pythonX.Y/site-packages/torch/__init__.py
+    site = Path(torch.__file__).resolve().parents[1]
+    venv = site.parents[2]  # <venv>/lib/pythonX.Y/site-packages
     if not (venv / ".complete").exists():
         pytest.skip(f"{venv} was not made by scripts/env.sh")
     assert (venv / ".bytecode").exists()
-    site = Path(torch.__file__).resolve().parents[1]
     for module in ("torch/__init__.py", "sympy/physics/mechanics/__init__.py"):
         source = site / module
         assert source.exists() and Path(importlib.util.cache_from_source(str(source))).exists(), module
