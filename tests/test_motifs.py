@@ -161,6 +161,26 @@ def test_superposition_carrier_share_counts_clear_inputs_only():
     assert motif.params["excitatory_share"] == pytest.approx(2.0 / 2.5)
 
 
+@pytest.mark.parametrize("answer, carried", [(0.2, True), (0.16, True), (0.1, False), (0.0, False)])
+def test_superposition_carriers_answer_the_features_class_at_its_input_share(answer, carried):
+    """A carrier's response to its feature's preferred class is judged at ``min_input_share`` of
+    its peak (the share it takes from the feature), not at ``polysemantic_level``: its own
+    primary input sets the peak. Three carriers answer class 0 (the feature's) at ``answer``
+    of their peak, above or below the 0.15 share; every target is polysemantic either way."""
+    A, B, feature = 8, 3, 0
+    s = np.zeros((B, A))
+    for b in range(B):
+        s[b, 1 + b], s[b, feature] = 1.0, 0.35
+    responds = np.full((3, B), 0.5)  # classes 1 and 2 at half the peak: polysemantic
+    responds[1] = 1.0
+    responds[0] = answer
+    prefers = np.zeros((3, A))
+    prefers[0, feature] = 1.0
+    defaults = inspect.signature(M.superposition).parameters
+    assert defaults["min_input_share"].default < 0.2 < defaults["polysemantic_level"].default  # 0.2 separates them
+    found = M.superposition(s, responds, ("a", "b"), class_responses_in=prefers, n_perm=50)
+    assert found.diagnostics["polysemantic_units"] == B
+    assert found.diagnostics["candidates"] == int(carried), found.diagnostics  # the feature, with all 3 carriers
 def test_stored_motifs_replace_and_drop(atlas, cli_env):
     atlas.ingest("planted:mixed", "mx", input_size=(3, 33, 33), expanded=False)
     for _ in range(2):
