@@ -3,16 +3,17 @@ two independently written planted-network generators (``analysis/planted.py`` an
 ``analysis/planted_gabor.py``), over development seeds and a held-out seed range, and how often
 each reports anything on shuffled weights. Prints JSON (``--out`` also writes it).
 
-    python bench/detectors.py [--dev 0-9] [--held-out 200-211] [--out bench/results/detectors-2core.json]
+    python bench/detectors.py [--dev 0-9] [--held-out 220-231] [--out bench/results/detectors-2core.json]
 
-Thresholds were chosen looking at the development seeds only (0-9, and 20-49 for the last
-change); the held-out seeds are reported as they come. Five earlier held-out ranges (100-111,
-120-131, 140-151, 160-171, 180-191) were each looked at once, after which the detectors changed
-(union candidates that share a unit, the flip chain's Bonferroni, flip pairs not vetoed by
-tuning, min_union 0.8; then superposition's carriers judged among each target's clear inputs
-and its null shuffling each target's inputs; then its summed carried share as the statistic;
-then a carrier's answer to its feature's class judged at the carried share, each chosen on
-development seeds): the held-out figures reported are on 200-211, run once.
+Thresholds were chosen looking at the development seeds only (0-9, and 20-49 for superposition's
+carrier level); the held-out seeds are reported as they come. Six earlier held-out ranges
+(100-111, 120-131, 140-151, 160-171, 180-191, 200-211) were each looked at once, after which the
+detectors changed (union candidates that share a unit, the flip chain's Bonferroni, flip pairs
+not vetoed by tuning, min_union 0.8; then superposition's carriers judged among each target's
+clear inputs and its null shuffling each target's inputs; then its summed carried share as the
+statistic; then a carrier's answer to its feature's class judged at the carried share; then
+scores within float32 rounding of a null score counted as ties, which can only remove reports):
+the held-out figures reported are on 220-231, run once.
 """
 
 from __future__ import annotations

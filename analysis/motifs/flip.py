@@ -152,6 +152,8 @@ def flip_equivariance(
 
     A layer with very few kernels (a first layer over 3 colour channels) has a weak null: its
     shuffles often make exact mirror pairs by chance, so its true pairs may not reach ``alpha``.
+    Exact pairs score 1 only up to float32 rounding, and a null pair that ties with an observed
+    one counts against it (:data:`~.common.TIE`): which one a rounding bit favours decides nothing.
     """
     W = np.asarray(W, dtype=np.float32)
     perm = np.arange(W.shape[1]) if input_mirror is None else np.asarray(input_mirror)
