@@ -198,6 +198,8 @@ def test_superposition_carriers_answer_the_features_class_at_its_input_share(ans
     found = M.superposition(s, responds, ("a", "b"), class_responses_in=prefers, n_perm=50)
     assert found.diagnostics["polysemantic_units"] == B
     assert found.diagnostics["candidates"] == int(carried), found.diagnostics  # the feature, with all 3 carriers
+
+
 def test_stored_motifs_replace_and_drop(atlas, cli_env):
     atlas.ingest("planted:mixed", "mx", input_size=(3, 33, 33), expanded=False)
     for _ in range(2):
