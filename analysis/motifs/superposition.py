@@ -24,7 +24,8 @@ def _can_carry(class_responses: np.ndarray, class_responses_in: np.ndarray | Non
     """Which targets are polysemantic (B,), and which may carry each unit's feature (B, A): a
     polysemantic target that, when ``class_responses_in`` is given, responds to the unit's
     preferred class at ``carry_level`` of its own peak."""
-    peak = np.where(class_responses.max(axis=0) > 0, class_responses.max(axis=0), np.inf)[None, :]
+    top = class_responses.max(axis=0)
+    peak = np.where(top > 0, top, np.inf)[None, :]  # (1, B)
     poly = (class_responses >= polysemantic_level * peak).sum(axis=0) >= 2  # (B,)
     carries = np.repeat(poly[:, None], n_in, axis=1)
     if class_responses_in is not None:
